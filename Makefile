@@ -1,0 +1,167 @@
+# bpfhost: a LuaJIT host and Lua module over libbpf.
+# Out of tree: everything goes to $(O); `make clean` is `rm -rf $(O)`.
+
+VERSION    := 0.1.0
+
+O          ?= build
+V          ?= 0
+CC         ?= cc
+CLANG      ?= clang
+BPFTOOL    ?= bpftool
+PKG_CONFIG ?= pkg-config
+BUSTED     ?= busted
+LUA        ?= luajit
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+LUA_CMODDIR ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/5.1
+
+ifeq ($(V),1)
+Q :=
+msg :=
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' \
+	  -e 's/ppc64le/powerpc/' -e 's/mips.*/mips/' -e 's/riscv64/riscv/' -e 's/s390x/s390/')
+
+LUAJIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags luajit 2>/dev/null)
+LUAJIT_LIBS   := $(shell $(PKG_CONFIG) --libs luajit 2>/dev/null)
+LIBBPF_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbpf 2>/dev/null)
+LIBBPF_LIBS   := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null)
+LIBEDIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags libedit 2>/dev/null)
+LIBEDIT_LIBS  := $(shell $(PKG_CONFIG) --libs libedit 2>/dev/null)
+
+# LuaRocks passes LUA_INCDIR; then it wins over pkg-config.
+ifneq ($(LUA_INCDIR),)
+LUAJIT_CFLAGS := -I$(LUA_INCDIR)
+endif
+
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wpointer-arith
+BH_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -fPIC -fvisibility=hidden \
+	     -DBH_VERSION='"$(VERSION)"' $(LUAJIT_CFLAGS) $(LIBBPF_CFLAGS) -MMD -MP
+LIBFLAG ?= -shared
+LDFLAGS ?=
+
+BINDINGS_SRC := $(wildcard bindings/*.c)
+HOST_SRC     := $(wildcard host/*.c)
+BPF_SRC      := $(wildcard bpf/*.bpf.c)
+
+BINDINGS_OBJ := $(BINDINGS_SRC:%.c=$(O)/%.o)
+HOST_OBJ     := $(HOST_SRC:%.c=$(O)/%.o)
+BPF_OBJ      := $(BPF_SRC:bpf/%.c=$(O)/bpf/%.o)
+
+MODULE := $(O)/lib/bpfhost.so
+HOST   := $(O)/bpfhost
+
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+ifeq ($(VMLINUX_H),)
+VMLINUX_H := $(O)/vmlinux.h
+GEN_VMLINUX := 1
+endif
+
+# clang -target bpf does not search the host's system include dirs; add
+# them after everything else, as libbpf-bootstrap does.
+CLANG_SYS_INCLUDES = $(shell $(CLANG) -v -E - </dev/null 2>&1 \
+	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Wno-unused-function \
+	      -I$(dir $(VMLINUX_H)) -Ibpf $(CLANG_SYS_INCLUDES)
+
+.DELETE_ON_ERROR:
+.PHONY: all host bindings bpf test run bench check clean deps install uninstall
+
+all: bindings host bpf
+
+bindings: $(MODULE)
+host: $(HOST)
+bpf: $(BPF_OBJ) $(O)/test_uprobe_target
+
+$(O) $(O)/lib $(O)/bindings $(O)/host $(O)/bpf:
+	$(Q)mkdir -p $@
+
+$(O)/bindings/%.o: bindings/%.c | $(O)/bindings
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(BH_CFLAGS) -c $< -o $@
+
+$(O)/host/%.o: host/%.c | $(O)/host
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(BH_CFLAGS) $(LIBEDIT_CFLAGS) -Ibindings -c $< -o $@
+
+# The module never links libluajit: the interpreter that loads it provides it.
+$(MODULE): $(BINDINGS_OBJ) | $(O)/lib
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) -lelf -lz
+
+$(HOST): $(HOST_OBJ) $(BINDINGS_OBJ) | $(O)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) -lelf -lz $(LIBEDIT_LIBS) -lm -ldl
+
+ifeq ($(GEN_VMLINUX),1)
+$(VMLINUX_H): | $(O)
+	$(call msg,GEN,$@)
+	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+endif
+
+$(O)/bpf/%.bpf.o: bpf/%.bpf.c $(VMLINUX_H) $(wildcard bpf/*.h) | $(O)/bpf
+	$(call msg,CLANG,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# A small user-space binary the uprobe specs attach to.
+$(O)/test_uprobe_target: spec/fixtures/uprobe_target.c | $(O)
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O0 -g -o $@ $<
+
+# ---- running -------------------------------------------------------------
+
+BUSTED_FLAGS := --lua=$(LUA) --cpath='$(O)/lib/?.so' -o spec/support/summary.lua
+ifneq ($(shell id -u),0)
+BUSTED_FLAGS += --exclude-tags=root
+endif
+
+test: all
+ifneq ($(shell id -u),0)
+	@echo "make test: not root, so the #root specs (everything touching the kernel) are skipped"
+endif
+	$(Q)BPFHOST_BUILD=$(O) $(BUSTED) $(BUSTED_FLAGS) spec
+
+run: all
+	$(Q)$(HOST) scripts/execve_counter.lua
+
+bench: all
+	$(Q)$(HOST) scripts/bench.lua
+
+clean:
+	$(Q)rm -rf $(O)
+
+# ---- dependencies (Debian 12 packages only) --------------------------------
+
+DEB_PKGS := make gcc pkg-config clang llvm libbpf-dev libelf-dev zlib1g-dev \
+	    luajit libluajit-5.1-dev bpftool lua-busted luarocks libedit-dev \
+	    lua5.4 liblua5.4-dev iproute2 util-linux
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+		echo "make deps: all packages present"; \
+	fi
+
+# ---- installation ----------------------------------------------------------
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUA_CMODDIR)
+	install -m 0755 $(HOST) $(DESTDIR)$(BINDIR)/bpfhost
+	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/bpfhost $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+
+-include $(BINDINGS_OBJ:.o=.d) $(HOST_OBJ:.o=.d)

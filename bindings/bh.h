@@ -1,0 +1,245 @@
+/* bh.h: the only internal header of bpfhost; never installed. */
+#ifndef BH_H
+#define BH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+
+#ifndef BH_VERSION
+#define BH_VERSION "0.0.0"
+#endif
+
+#define BH_API    __attribute__((visibility("default")))
+#define BH_LOCAL  __attribute__((visibility("hidden")))
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* -- Metatable names ----------------------------------------------------- */
+
+#define BH_OBJECT_MT "bpfhost.object"
+#define BH_MAP_MT    "bpfhost.map"
+#define BH_PROG_MT   "bpfhost.prog"
+#define BH_LINK_MT   "bpfhost.link"
+#define BH_TYPE_MT   "bpfhost.type"
+#define BH_ERROR_MT  "bpfhost.error"
+
+/* -- Lua 5.1 / 5.4 ------------------------------------------------------- */
+
+/*
+ * Every bpfhost userdata has one uservalue: a table. Children keep their
+ * parent there (STYLE "Lifetime" 2); objects keep their links and handles.
+ */
+#if LUA_VERSION_NUM >= 504
+#define bh_newud(L, sz) lua_newuserdatauv(L, (sz), 1)
+#define bh_getuv(L, i)  lua_getiuservalue(L, (i), 1)
+#define bh_setuv(L, i)  lua_setiuservalue(L, (i), 1)
+#define bh_rawlen(L, i) lua_rawlen(L, (i))
+#else
+#define bh_newud(L, sz) lua_newuserdata(L, (sz))
+#define bh_getuv(L, i)  lua_getfenv(L, (i))
+#define bh_setuv(L, i)  lua_setfenv(L, (i))
+#define bh_rawlen(L, i) lua_objlen(L, (i))
+#endif
+
+#if LUA_VERSION_NUM < 502
+#define BH_LUAJIT 1
+#endif
+
+/* -- Payloads ------------------------------------------------------------ */
+
+struct bh_type;
+
+struct bh_object {
+	struct bpf_object *obj; /* NULL once closed */
+	int loaded;
+	int busy;               /* > 0 while one of its buffers is polling */
+	char *path;             /* for messages */
+};
+
+#define BH_MAP_MAGIC 0x62686d70u
+
+/*
+ * A map handle. Its metatable is its own (so that m.name and friends are
+ * plain table fields and m:lookup resolves without a C __index), so the hot
+ * path recognises a map by size and magic instead of by metatable.
+ */
+struct bh_map {
+	uint32_t magic;
+	int fd;                    /* -1 until ready, and once closed */
+	int owns_fd;               /* maps not borrowed from an object */
+	int closed;
+	struct bpf_map *map;       /* borrowed from the parent object, or NULL */
+	struct bh_object *parent;  /* parent payload (kept alive by the uservalue) */
+	uint32_t type, key_size, value_size, max_entries, map_flags;
+	uint32_t value_bufsz;      /* value_size, or round_up(value_size, 8) * ncpus */
+	int ncpus;                 /* per-CPU maps: possible CPUs; 0 otherwise */
+	struct bh_type *ktype;     /* codec plans, anchored in the uservalue */
+	struct bh_type *vtype;
+	unsigned char *kbuf;       /* scratch buffers, sized when the map is ready */
+	unsigned char *vbuf;
+	unsigned char *kbuf2;
+	char name[BPF_OBJ_NAME_LEN];
+};
+
+struct bh_prog {
+	struct bpf_program *prog;  /* borrowed from the parent object */
+	struct bh_object *parent;
+	char name[64];
+};
+
+struct bh_link {
+	struct bpf_link *link;     /* owned; NULL once closed */
+	char name[64];             /* program name, for messages */
+	char kind[24];             /* "tracepoint", "raw_tp", ... */
+};
+
+/* -- Codec (codec.c) ----------------------------------------------------- */
+
+enum bh_kind {
+	BH_K_RAW,    /* no type: exact-size bytes, or an integer for sizes 1/2/4/8 */
+	BH_K_INT,    /* 1, 2, 4, 8 bytes, signed or not; also pointers */
+	BH_K_BOOL,
+	BH_K_ENUM,
+	BH_K_FLOAT,  /* 4 or 8 bytes */
+	BH_K_CHARS,  /* char[N]: string, NUL-padded */
+	BH_K_BYTES,  /* unsigned char[N]: exact N-byte string */
+	BH_K_ARRAY,
+	BH_K_STRUCT,
+	BH_K_UNION,
+};
+
+struct bh_plan;
+
+struct bh_field {
+	const char *name;
+	struct bh_plan *plan;
+	uint32_t off;        /* byte offset of the storage unit */
+	uint16_t bit_off;    /* bitfields: offset in bits from off */
+	uint16_t bit_size;   /* 0 unless a bitfield */
+	int group;           /* members of one (flattened) union share a group > 0 */
+};
+
+struct bh_enumval {
+	const char *name;
+	int64_t val;
+};
+
+struct bh_plan {
+	enum bh_kind kind;
+	uint32_t size;
+	int is_signed;
+	uint32_t count;            /* array elements, fields or enumerators */
+	struct bh_plan *elem;      /* arrays */
+	struct bh_field *fields;   /* struct, union (flattened) */
+	struct bh_enumval *enums;
+	int ngroups;
+	const char *cname;         /* C spelling for messages: "struct stats" */
+};
+
+/* A compiled type: the plan tree and the arena that holds it. */
+struct bh_type {
+	struct bh_plan *root;
+	char *decl;                /* C declaration, for tostring */
+	void *arena;
+};
+
+/* Where an encode or decode is happening, for error messages. */
+struct bh_cctx {
+	lua_State *L;
+	const char *op;        /* "update" */
+	const char *what;      /* "map" */
+	const char *name;      /* "counts" */
+	const char *root;      /* "key", "value" */
+	int depth;
+	struct {
+		const char *name;  /* field name, or NULL for an index */
+		long idx;
+	} seg[32];
+};
+
+BH_LOCAL struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id);
+BH_LOCAL struct bh_type *bh_type_raw(lua_State *L, uint32_t size);
+BH_LOCAL struct bh_type *bh_type_check(lua_State *L, int idx);
+BH_LOCAL void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst);
+BH_LOCAL void bh_decode(struct bh_cctx *c, const struct bh_plan *p, const void *src);
+BH_LOCAL void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst,
+			       int ncpus);
+BH_LOCAL void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *src,
+			       int ncpus);
+BH_LOCAL int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+BH_LOCAL void bh_codec_init(lua_State *L);
+
+/* -- Errors (err.c) ------------------------------------------------------ */
+
+BH_LOCAL const char *bh_errname(int err);
+/*
+ * Raise the error object for a refusal by the kernel or libbpf. err is a
+ * positive errno. hint and log may be NULL. Never returns.
+ */
+BH_LOCAL int bh_fail(lua_State *L, const char *op, const char *what, const char *name, int err,
+		     const char *hint, const char *log) __attribute__((noreturn));
+BH_LOCAL int bh_fail_msg(lua_State *L, const char *op, const char *what, const char *name, int err,
+			 const char *reason, const char *hint, const char *log)
+	__attribute__((noreturn));
+BH_LOCAL void bh_err_init(lua_State *L);
+BH_LOCAL void bh_log_begin(void);
+BH_LOCAL const char *bh_log_end(void);
+BH_LOCAL void bh_set_debug(int on);
+
+/* -- Userdata units ------------------------------------------------------ */
+
+BH_LOCAL void bh_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
+BH_LOCAL void bh_newmetatable(lua_State *L, const char *name, const luaL_Reg *meta,
+			      const luaL_Reg *methods);
+BH_LOCAL void *bh_checkud(lua_State *L, int idx, const char *tname);
+BH_LOCAL void *bh_testud(lua_State *L, int idx, const char *tname);
+BH_LOCAL int bh_opt_check(lua_State *L, int idx, const char *fn, const char *const known[]);
+BH_LOCAL int bh_opt_bool(lua_State *L, int idx, const char *field, int def);
+
+BH_LOCAL struct bh_object *bh_object_check(lua_State *L, int idx);
+BH_LOCAL struct bh_map *bh_map_check(lua_State *L, int idx);
+BH_LOCAL struct bh_prog *bh_prog_check(lua_State *L, int idx);
+
+/* Push a map handle for an object's map; the object is at index objidx. */
+BH_LOCAL void bh_map_push(lua_State *L, int objidx, struct bpf_map *map);
+BH_LOCAL void bh_map_reset(lua_State *L, int idx);
+BH_LOCAL void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog);
+/* Push a link handle owning link; the object it belongs to is at objidx. */
+BH_LOCAL void bh_link_push(lua_State *L, int objidx, struct bpf_link *link, const char *name,
+			   const char *kind);
+BH_LOCAL int bh_link_close_ud(lua_State *L, int idx);
+/* lua_CFunction: attach the program at 1 by SEC(); nil when SEC() names no target. */
+BH_LOCAL int bh_prog_attach_pcall(lua_State *L);
+
+BH_LOCAL void bh_object_init(lua_State *L);
+BH_LOCAL void bh_map_init(lua_State *L);
+BH_LOCAL void bh_prog_init(lua_State *L);
+BH_LOCAL void bh_link_init(lua_State *L);
+BH_LOCAL void bh_loop_init(lua_State *L);
+
+/* -- Mounts and signals -------------------------------------------------- */
+
+BH_LOCAL int bh_ensure_tracefs(void);
+BH_LOCAL int bh_ensure_bpffs(void);
+
+/*
+ * Set by a SIGINT/SIGTERM handler (the host's or the module's own during a
+ * wait) to the signal number. Compiled traces ignore Lua hooks, so every
+ * wait checks this flag as well.
+ */
+extern BH_LOCAL volatile sig_atomic_t bh_interrupted;
+/* The host's "interrupted!" hook, so a wait that handles the signal can disarm it. */
+extern BH_LOCAL lua_Hook bh_interrupt_hook;
+BH_LOCAL void bh_interrupt_consume(lua_State *L);
+
+BH_API int luaopen_bpfhost(lua_State *L);
+
+#endif

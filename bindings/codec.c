@@ -1,0 +1,1505 @@
+/*
+ * codec.c: the BTF-driven codec. A type is compiled once into a plan tree
+ * (struct bh_plan, in an arena owned by a bpfhost.type userdata); encode and
+ * decode walk the plan, never the BTF.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bh.h"
+
+/* ------------------------------------------------------------------------ */
+/* -- Arena --------------------------------------------------------------- */
+
+struct chunk {
+	struct chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+static void *aalloc(lua_State *L, struct bh_type *t, size_t n)
+{
+	struct chunk *c = t->arena;
+	void *p;
+
+	n = (n + 15) & ~(size_t)15;
+	if (!c || c->used + n > c->cap) {
+		size_t cap = n > 4000 ? n : 4000;
+
+		c = malloc(sizeof(*c) + cap);
+		if (!c)
+			luaL_error(L, "out of memory compiling a type");
+		c->next = t->arena;
+		c->used = 0;
+		c->cap = cap;
+		t->arena = c;
+	}
+	p = (char *)c->data + c->used;
+	c->used += n;
+	memset(p, 0, n);
+	return p;
+}
+
+static const char *astrdup(lua_State *L, struct bh_type *t, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = aalloc(L, t, n);
+
+	memcpy(d, s, n);
+	return d;
+}
+
+static void arena_free(struct bh_type *t)
+{
+	struct chunk *c = t->arena, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+	t->arena = NULL;
+	t->root = NULL;
+	free(t->decl);
+	t->decl = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Compiling BTF into a plan ------------------------------------------- */
+
+struct compiler {
+	lua_State *L;
+	const struct btf *btf;
+	struct bh_type *ty;
+	int depth;
+};
+
+static const struct btf_type *skip_mods(const struct btf *btf, uint32_t *id)
+{
+	const struct btf_type *t = btf__type_by_id(btf, *id);
+
+	while (t && (btf_is_mod(t) || btf_is_typedef(t))) {
+		*id = t->type;
+		t = btf__type_by_id(btf, *id);
+	}
+	return t;
+}
+
+/* Kernel-managed members a script never writes: hidden from the codec. */
+static int is_kernel_managed(const struct btf *btf, const struct btf_type *t)
+{
+	static const char *const names[] = { "bpf_spin_lock", "bpf_timer", "bpf_list_head",
+					     "bpf_list_node", "bpf_rb_root", "bpf_rb_node",
+					     "bpf_refcount", "bpf_wq", NULL };
+	const char *n;
+	int i;
+
+	if (!btf_is_struct(t))
+		return 0;
+	n = btf__name_by_offset(btf, t->name_off);
+	for (i = 0; n && names[i]; i++)
+		if (!strcmp(n, names[i]))
+			return 1;
+	return 0;
+}
+
+static const char *type_cname(struct compiler *c, uint32_t id)
+{
+	const struct btf_type *t = btf__type_by_id(c->btf, id);
+	const char *n;
+	char buf[256];
+
+	if (!t)
+		return "?";
+	n = btf__name_by_offset(c->btf, t->name_off);
+	switch (btf_kind(t)) {
+	case BTF_KIND_STRUCT:
+		snprintf(buf, sizeof(buf), "struct %s", n && *n ? n : "(anon)");
+		return astrdup(c->L, c->ty, buf);
+	case BTF_KIND_UNION:
+		snprintf(buf, sizeof(buf), "union %s", n && *n ? n : "(anon)");
+		return astrdup(c->L, c->ty, buf);
+	case BTF_KIND_ENUM:
+	case BTF_KIND_ENUM64:
+		snprintf(buf, sizeof(buf), "enum %s", n && *n ? n : "(anon)");
+		return astrdup(c->L, c->ty, buf);
+	case BTF_KIND_PTR:
+		return "pointer";
+	case BTF_KIND_CONST:
+	case BTF_KIND_VOLATILE:
+	case BTF_KIND_RESTRICT:
+	case BTF_KIND_TYPE_TAG:
+		return type_cname(c, t->type);
+	case BTF_KIND_ARRAY: {
+		const struct btf_array *a = btf_array(t);
+
+		snprintf(buf, sizeof(buf), "%s[%u]", type_cname(c, a->type), a->nelems);
+		return astrdup(c->L, c->ty, buf);
+	}
+	default:
+		return n && *n ? astrdup(c->L, c->ty, n) : "?";
+	}
+}
+
+static struct bh_plan *compile(struct compiler *c, uint32_t id);
+
+static struct bh_plan *new_plan(struct compiler *c, enum bh_kind k, uint32_t size)
+{
+	struct bh_plan *p = aalloc(c->L, c->ty, sizeof(*p));
+
+	p->kind = k;
+	p->size = size;
+	return p;
+}
+
+static uint32_t count_members(struct compiler *c, const struct btf_type *t)
+{
+	const struct btf_member *m = btf_members(t);
+	uint32_t i, n = 0;
+
+	for (i = 0; i < btf_vlen(t); i++, m++) {
+		uint32_t mid = m->type;
+		const struct btf_type *mt = skip_mods(c->btf, &mid);
+		const char *name = btf__name_by_offset(c->btf, m->name_off);
+
+		if (!mt || is_kernel_managed(c->btf, mt))
+			continue;
+		if ((!name || !*name) && btf_is_composite(mt))
+			n += count_members(c, mt);
+		else if (name && *name)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Flatten the members of t into p->fields from *pos. Anonymous struct and
+ * union members are inlined; the members of each union (top-level or
+ * anonymous) get their own group, so that encode can refuse two of them.
+ * gmember tells apart the union's members: fields inlined from one anonymous
+ * struct inside a union count as one member.
+ */
+static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf_type *t,
+			 uint32_t base_bits, int group, int gmember, uint32_t *pos, int *gmembers)
+{
+	const struct btf_member *m = btf_members(t);
+	int is_union = btf_is_union(t);
+	int my_group = group;
+	uint32_t i;
+
+	if (is_union)
+		my_group = ++p->ngroups;
+	for (i = 0; i < btf_vlen(t); i++, m++) {
+		uint32_t mid = m->type;
+		const struct btf_type *mt = skip_mods(c->btf, &mid);
+		const char *name = btf__name_by_offset(c->btf, m->name_off);
+		uint32_t bits = base_bits + btf_member_bit_offset(t, i);
+		uint32_t bsz = btf_member_bitfield_size(t, i);
+		int gm = is_union ? (int)i + 1 : gmember;
+		struct bh_field *f;
+
+		if (!mt)
+			luaL_error(c->L, "bad BTF: member type %u missing", m->type);
+		if (is_kernel_managed(c->btf, mt))
+			continue;
+		if ((!name || !*name) && btf_is_composite(mt)) {
+			fill_members(c, p, mt, bits, my_group, gm, pos, gmembers);
+			continue;
+		}
+		if (!name || !*name)
+			continue;
+		f = &p->fields[(*pos)++];
+		f->name = astrdup(c->L, c->ty, name);
+		f->group = my_group;
+		gmembers[*pos - 1] = gm;
+		f->plan = compile(c, m->type);
+		/* Old-style (non-kflag) bitfields live in the int type itself. */
+		if (!bsz && btf_is_int(mt) &&
+		    (btf_int_bits(mt) != mt->size * 8 || btf_int_offset(mt))) {
+			bsz = btf_int_bits(mt);
+			bits += btf_int_offset(mt);
+		}
+		if (!bsz && (bits % 8))
+			bsz = mt->size * 8;
+		if (bsz) {
+			if (f->plan->kind != BH_K_INT && f->plan->kind != BH_K_ENUM &&
+			    f->plan->kind != BH_K_BOOL)
+				luaL_error(c->L, "bad BTF: bitfield %s is not an integer", name);
+			f->off = bits / 8;
+			f->bit_off = bits % 8;
+			f->bit_size = (uint16_t)bsz;
+		} else {
+			f->off = bits / 8;
+		}
+	}
+}
+
+static struct bh_plan *compile_composite(struct compiler *c, uint32_t id, const struct btf_type *t)
+{
+	struct bh_plan *p = new_plan(c, btf_is_union(t) ? BH_K_UNION : BH_K_STRUCT, t->size);
+	uint32_t n = count_members(c, t), pos = 0, i;
+	int *gm;
+
+	p->cname = type_cname(c, id);
+	p->count = n;
+	p->fields = aalloc(c->L, c->ty, sizeof(struct bh_field) * (n ? n : 1));
+	gm = calloc(n ? n : 1, sizeof(int));
+	if (!gm)
+		luaL_error(c->L, "out of memory compiling a type");
+	fill_members(c, p, t, 0, 0, 0, &pos, gm);
+	/*
+	 * Groups are recorded per field as group * 65536 + member, so encode
+	 * compares one int per field.
+	 */
+	for (i = 0; i < pos; i++)
+		if (p->fields[i].group)
+			p->fields[i].group = p->fields[i].group * 65536 + gm[i];
+	free(gm);
+	p->count = pos;
+	return p;
+}
+
+static struct bh_plan *compile_int(struct compiler *c, uint32_t id, const struct btf_type *t)
+{
+	uint8_t enc = btf_int_encoding(t);
+	struct bh_plan *p;
+
+	if (enc & BTF_INT_BOOL)
+		p = new_plan(c, BH_K_BOOL, t->size);
+	else if (t->size == 1 || t->size == 2 || t->size == 4 || t->size == 8)
+		p = new_plan(c, BH_K_INT, t->size);
+	else
+		p = new_plan(c, BH_K_BYTES, t->size); /* __int128 */
+	p->is_signed = !!(enc & BTF_INT_SIGNED);
+	p->cname = type_cname(c, id);
+	return p;
+}
+
+static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struct btf_type *t)
+{
+	struct bh_plan *p = new_plan(c, BH_K_ENUM, t->size);
+	uint32_t i, n = btf_vlen(t);
+
+	p->is_signed = btf_kflag(t);
+	p->cname = type_cname(c, id);
+	p->count = n;
+	p->enums = aalloc(c->L, c->ty, sizeof(struct bh_enumval) * (n ? n : 1));
+	for (i = 0; i < n; i++) {
+		if (btf_is_enum(t)) {
+			const struct btf_enum *e = btf_enum(t) + i;
+
+			p->enums[i].name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
+			p->enums[i].val = p->is_signed ? (int64_t)e->val : (int64_t)(uint32_t)e->val;
+		} else {
+			const struct btf_enum64 *e = btf_enum64(t) + i;
+
+			p->enums[i].name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
+			p->enums[i].val = (int64_t)btf_enum64_value(e);
+		}
+	}
+	if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
+		luaL_error(c->L, "bad BTF: enum of %u bytes", t->size);
+	return p;
+}
+
+static struct bh_plan *compile_array(struct compiler *c, uint32_t id, const struct btf_type *t)
+{
+	const struct btf_array *a = btf_array(t);
+	uint32_t eid = a->type;
+	const struct btf_type *et = skip_mods(c->btf, &eid);
+	struct bh_plan *p, *elem;
+	const char *ename;
+
+	if (!et)
+		luaL_error(c->L, "bad BTF: array element type %u missing", a->type);
+	elem = compile(c, a->type);
+	ename = btf__name_by_offset(c->btf, et->name_off);
+	if (btf_is_int(et) && et->size == 1 && ename && !strcmp(ename, "char")) {
+		p = new_plan(c, BH_K_CHARS, a->nelems);
+	} else if (btf_is_int(et) && et->size == 1 && !(btf_int_encoding(et) & BTF_INT_SIGNED) &&
+		   !(btf_int_encoding(et) & BTF_INT_BOOL)) {
+		p = new_plan(c, BH_K_BYTES, a->nelems);
+	} else {
+		p = new_plan(c, BH_K_ARRAY, elem->size * a->nelems);
+		p->elem = elem;
+	}
+	p->count = a->nelems;
+	p->cname = type_cname(c, id);
+	return p;
+}
+
+static struct bh_plan *compile(struct compiler *c, uint32_t id)
+{
+	uint32_t rid = id;
+	const struct btf_type *t = skip_mods(c->btf, &rid);
+	struct bh_plan *p = NULL;
+
+	if (++c->depth > 64)
+		luaL_error(c->L, "type nests too deeply");
+	if (!t)
+		luaL_error(c->L, "bad BTF: type %u missing", id);
+	switch (btf_kind(t)) {
+	case BTF_KIND_INT:
+		p = compile_int(c, id, t);
+		break;
+	case BTF_KIND_PTR:
+		p = new_plan(c, BH_K_INT, sizeof(void *));
+		p->cname = "pointer";
+		break;
+	case BTF_KIND_ENUM:
+	case BTF_KIND_ENUM64:
+		p = compile_enum(c, id, t);
+		break;
+	case BTF_KIND_FLOAT:
+		if (t->size == 4 || t->size == 8) {
+			p = new_plan(c, BH_K_FLOAT, t->size);
+			p->cname = type_cname(c, id);
+		} else {
+			p = new_plan(c, BH_K_BYTES, t->size); /* long double */
+			p->cname = type_cname(c, id);
+			p->count = t->size;
+		}
+		break;
+	case BTF_KIND_ARRAY:
+		p = compile_array(c, id, t);
+		break;
+	case BTF_KIND_STRUCT:
+	case BTF_KIND_UNION:
+		p = compile_composite(c, id, t);
+		break;
+	case BTF_KIND_FWD:
+		luaL_error(c->L, "type '%s' is incomplete (only declared)",
+			   btf__name_by_offset(c->btf, t->name_off));
+		break;
+	case BTF_KIND_UNKN:
+		luaL_error(c->L, "type void has no values");
+		break;
+	default:
+		luaL_error(c->L, "BTF kind %d cannot type a value", btf_kind(t));
+	}
+	if (p->kind == BH_K_BYTES && !p->count)
+		p->count = p->size;
+	c->depth--;
+	return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Type userdata ------------------------------------------------------- */
+
+static struct bh_type *type_newud(lua_State *L)
+{
+	struct bh_type *t = bh_newud(L, sizeof(*t));
+
+	memset(t, 0, sizeof(*t));
+	luaL_getmetatable(L, BH_TYPE_MT);
+	lua_setmetatable(L, -2);
+	return t;
+}
+
+/* Compile type_id of btf; pushes the Type userdata. */
+struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id)
+{
+	struct bh_type *t = type_newud(L);
+	struct compiler c = { L, btf, t, 0 };
+
+	t->root = compile(&c, type_id);
+	return t;
+}
+
+/* A type without BTF: size raw bytes. Pushes the Type userdata. */
+struct bh_type *bh_type_raw(lua_State *L, uint32_t size)
+{
+	struct bh_type *t = type_newud(L);
+	struct bh_plan *p = aalloc(L, t, sizeof(*p));
+	char buf[32];
+
+	p->kind = BH_K_RAW;
+	p->size = size;
+	p->count = size;
+	snprintf(buf, sizeof(buf), "%u bytes", size);
+	p->cname = astrdup(L, t, buf);
+	t->root = p;
+	return t;
+}
+
+struct bh_type *bh_type_check(lua_State *L, int idx)
+{
+	struct bh_type *t = bh_checkud(L, idx, BH_TYPE_MT);
+
+	if (!t->root)
+		luaL_error(L, "type is released");
+	return t;
+}
+
+static int type_gc(lua_State *L)
+{
+	struct bh_type *t = bh_checkud(L, 1, BH_TYPE_MT);
+
+	arena_free(t);
+	return 0;
+}
+
+static int type_tostring(lua_State *L)
+{
+	struct bh_type *t = bh_checkud(L, 1, BH_TYPE_MT);
+
+	if (!t->root)
+		lua_pushliteral(L, "type (released)");
+	else
+		lua_pushfstring(L, "%s", t->root->cname ? t->root->cname : "?");
+	return 1;
+}
+
+static int type_encode(lua_State *L)
+{
+	struct bh_type *t = bh_type_check(L, 1);
+	struct bh_cctx c = { L, "encode", "type", t->root->cname, "value", 0, { { 0 } } };
+	luaL_Buffer b;
+	char *dst;
+
+	luaL_checkany(L, 2);
+	dst = lua_newuserdata(L, t->root->size ? t->root->size : 1); /* freed by GC */
+	bh_encode(&c, t->root, 2, dst);
+	luaL_buffinit(L, &b);
+	luaL_addlstring(&b, dst, t->root->size);
+	luaL_pushresult(&b);
+	return 1;
+}
+
+static int type_decode(lua_State *L)
+{
+	struct bh_type *t = bh_type_check(L, 1);
+	struct bh_cctx c = { L, "decode", "type", t->root->cname, "value", 0, { { 0 } } };
+	size_t n;
+	const char *s = luaL_checklstring(L, 2, &n);
+
+	if (n != t->root->size)
+		luaL_error(L, "decode type '%s': %d bytes given, the type has %d", t->root->cname,
+			   (int)n, (int)t->root->size);
+	bh_decode(&c, t->root, s);
+	return 1;
+}
+
+static int type_index(lua_State *L)
+{
+	struct bh_type *t = bh_type_check(L, 1);
+	const char *k = luaL_checkstring(L, 2);
+
+	if (!strcmp(k, "size")) {
+		lua_pushinteger(L, t->root->size);
+		return 1;
+	}
+	if (!strcmp(k, "name")) {
+		lua_pushstring(L, t->root->cname);
+		return 1;
+	}
+	lua_getmetatable(L, 1);
+	lua_getfield(L, -1, "__methods");
+	lua_getfield(L, -1, k);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Errors with a path -------------------------------------------------- */
+
+int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
+{
+	lua_State *L = c->L;
+	luaL_Buffer b;
+	char msg[512];
+	va_list ap;
+	int i;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	luaL_buffinit(L, &b);
+	if (c->name)
+		lua_pushfstring(L, "%s %s '%s': ", c->op, c->what, c->name);
+	else
+		lua_pushfstring(L, "%s: ", c->op);
+	luaL_addvalue(&b);
+	luaL_addstring(&b, c->root);
+	for (i = 0; i < c->depth && i < (int)(sizeof(c->seg) / sizeof(c->seg[0])); i++) {
+		if (c->seg[i].name) {
+			luaL_addchar(&b, '.');
+			luaL_addstring(&b, c->seg[i].name);
+		} else {
+			lua_pushfstring(L, "[%d]", (int)c->seg[i].idx);
+			luaL_addvalue(&b);
+		}
+	}
+	luaL_addstring(&b, ": ");
+	luaL_addstring(&b, msg);
+	luaL_pushresult(&b);
+	lua_error(L);
+	abort(); /* not reached */
+}
+
+static void push_seg(struct bh_cctx *c, const char *name, long idx)
+{
+	if (c->depth < (int)(sizeof(c->seg) / sizeof(c->seg[0]))) {
+		c->seg[c->depth].name = name;
+		c->seg[c->depth].idx = idx;
+	}
+	c->depth++;
+}
+
+/* A short rendering of the Lua value at idx, for messages. */
+static const char *show(lua_State *L, int idx, char *buf, size_t n)
+{
+	switch (lua_type(L, idx)) {
+	case LUA_TNUMBER: {
+		lua_Number d = lua_tonumber(L, idx);
+
+#if LUA_VERSION_NUM >= 503
+		if (lua_isinteger(L, idx)) {
+			snprintf(buf, n, "%lld", (long long)lua_tointeger(L, idx));
+			return buf;
+		}
+#endif
+		if (d != d)
+			return "nan";
+		if (isinf(d))
+			return d > 0 ? "inf" : "-inf";
+		snprintf(buf, n, "%.17g", d);
+		/* prefer the shortest form that reads back */
+		{
+			char s2[64];
+			int prec;
+
+			for (prec = 1; prec <= 17; prec++) {
+				snprintf(s2, sizeof(s2), "%.*g", prec, d);
+				if (strtod(s2, NULL) == d) {
+					snprintf(buf, n, "%s", s2);
+					break;
+				}
+			}
+		}
+		return buf;
+	}
+	case LUA_TSTRING: {
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+
+		if (len > 40)
+			snprintf(buf, n, "'%.37s...' (%zu bytes)", s, len);
+		else
+			snprintf(buf, n, "'%s'", s);
+		return buf;
+	}
+	case LUA_TBOOLEAN:
+		return lua_toboolean(L, idx) ? "true" : "false";
+	default:
+		snprintf(buf, n, "a %s", luaL_typename(L, idx));
+		return buf;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- 64-bit integers beyond 2^53 ----------------------------------------- */
+
+static char box_key, unbox_key;
+
+#ifdef BH_LUAJIT
+/*
+ * LuaJIT's C API has no int64: the only way to make or read an int64_t /
+ * uint64_t cdata is through the FFI, so this one small helper uses it.
+ */
+static const char helper_src[] =
+	"local ffi = require 'ffi'\n"
+	"local cast, istype = ffi.cast, ffi.istype\n"
+	"local u64, i64 = ffi.typeof('uint64_t'), ffi.typeof('int64_t')\n"
+	"local pu64, pi64 = ffi.typeof('uint64_t *'), ffi.typeof('int64_t *')\n"
+	"local function box(p, signed)\n"
+	"  if signed then return cast(pi64, p)[0] end\n"
+	"  return cast(pu64, p)[0]\n"
+	"end\n"
+	"local function unbox(v, p)\n"
+	"  if istype(u64, v) then cast(pu64, p)[0] = v return 2 end\n"
+	"  if istype(i64, v) then cast(pi64, p)[0] = v return 1 end\n"
+	"  local ok, n = pcall(tonumber, v)\n"
+	"  if ok and type(n) == 'number' then return 3, n end\n"
+	"  return 0\n"
+	"end\n"
+	"return box, unbox\n";
+#endif
+
+static void push_u64(lua_State *L, uint64_t v, int is_signed)
+{
+#if LUA_VERSION_NUM >= 503
+	lua_pushinteger(L, (lua_Integer)v);
+	(void)is_signed;
+#else
+	int64_t s = (int64_t)v;
+
+	if (is_signed ? (s >= -(1LL << 53) && s <= (1LL << 53)) : (v <= (1ULL << 53))) {
+		lua_pushnumber(L, is_signed ? (lua_Number)s : (lua_Number)v);
+		return;
+	}
+	lua_pushlightuserdata(L, &box_key);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushnumber(L, is_signed ? (lua_Number)s : (lua_Number)v);
+		return;
+	}
+	lua_pushlightuserdata(L, &v);
+	lua_pushboolean(L, is_signed);
+	lua_call(L, 2, 1);
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Reading integers from Lua ------------------------------------------- */
+
+typedef __int128 i128;
+
+static int parse_int_string(const char *s, size_t len, i128 *out)
+{
+	const char *p = s, *end = s + len;
+	int neg = 0, base = 10, digits = 0;
+	i128 v = 0;
+
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (p < end && (*p == '-' || *p == '+'))
+		neg = *p++ == '-';
+	if (end - p > 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+		base = 16;
+		p += 2;
+	}
+	for (; p < end; p++) {
+		int d;
+
+		if (*p >= '0' && *p <= '9')
+			d = *p - '0';
+		else if (base == 16 && *p >= 'a' && *p <= 'f')
+			d = *p - 'a' + 10;
+		else if (base == 16 && *p >= 'A' && *p <= 'F')
+			d = *p - 'A' + 10;
+		else
+			return 0;
+		v = v * base + d;
+		if (v > ((i128)1 << 80))
+			return 0;
+		digits++;
+	}
+	if (!digits)
+		return 0;
+	*out = neg ? -v : v;
+	return 1;
+}
+
+static const char *i128_str(i128 v, char *buf, size_t n)
+{
+	char tmp[64];
+	int i = 0, neg = v < 0;
+	unsigned __int128 u = neg ? -(unsigned __int128)v : (unsigned __int128)v;
+
+	do {
+		tmp[i++] = (char)('0' + (int)(u % 10));
+		u /= 10;
+	} while (u && i < 60);
+	if (neg)
+		tmp[i++] = '-';
+	if ((size_t)i >= n)
+		i = (int)n - 1;
+	for (int j = 0; j < i; j++)
+		buf[j] = tmp[i - 1 - j];
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Lua value at idx as an exact integer, or a codec error naming why not. */
+static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
+{
+	lua_State *L = c->L;
+	char sb[96];
+	i128 v;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNUMBER: {
+		lua_Number d;
+
+#if LUA_VERSION_NUM >= 503
+		if (lua_isinteger(L, idx)) {
+			lua_Integer i = lua_tointeger(L, idx);
+
+			/* 5.4: a u64 beyond 2^63 arrives as a negative integer */
+			if (i < 0 && p->kind == BH_K_INT && p->size == 8 && !p->is_signed)
+				return (i128)(uint64_t)i;
+			return i;
+		}
+#endif
+		d = lua_tonumber(L, idx);
+		if (d != d || isinf(d) || d != floor(d))
+			bh_codec_error(c, "%s is not an integer", show(L, idx, sb, sizeof(sb)));
+		if (d >= 0x1p100 || d <= -0x1p100)
+			bh_codec_error(c, "%s does not fit %s", show(L, idx, sb, sizeof(sb)),
+				       p->cname);
+		return (i128)d;
+	}
+	case LUA_TSTRING: {
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+		uint32_t i;
+
+		if (p->kind == BH_K_ENUM)
+			for (i = 0; i < p->count; i++)
+				if (!strcmp(p->enums[i].name, s))
+					return p->enums[i].val;
+		if (!parse_int_string(s, len, &v)) {
+			if (p->kind == BH_K_ENUM)
+				bh_codec_error(c, "%s is not a value of %s", show(L, idx, sb, sizeof(sb)),
+					       p->cname);
+			bh_codec_error(c, "%s is not an integer", show(L, idx, sb, sizeof(sb)));
+		}
+		return v;
+	}
+#ifdef BH_LUAJIT
+	case 10: { /* LUA_TCDATA */
+		uint64_t raw = 0;
+		int kind;
+
+		lua_pushlightuserdata(L, &unbox_key);
+		lua_rawget(L, LUA_REGISTRYINDEX);
+		lua_pushvalue(L, idx);
+		lua_pushlightuserdata(L, &raw);
+		lua_call(L, 2, 2);
+		kind = (int)lua_tointeger(L, -2);
+		if (kind == 3) {
+			lua_replace(L, -2);
+			v = get_int(c, p, lua_gettop(L));
+			lua_pop(L, 1);
+			return v;
+		}
+		lua_pop(L, 2);
+		if (kind == 2)
+			return (i128)raw;
+		if (kind == 1)
+			return (i128)(int64_t)raw;
+		bh_codec_error(c, "cdata is not an integer");
+	}
+#endif
+	default:
+		bh_codec_error(c, "expected an integer, got %s", luaL_typename(L, idx));
+	}
+	return 0;
+}
+
+static void range_check(struct bh_cctx *c, const struct bh_plan *p, i128 v, unsigned bits, int idx)
+{
+	char sb[96], a[48], b[48];
+	i128 lo, hi;
+
+	if (p->is_signed) {
+		lo = -((i128)1 << (bits - 1));
+		hi = ((i128)1 << (bits - 1)) - 1;
+	} else {
+		lo = 0;
+		hi = ((i128)1 << bits) - 1;
+	}
+	if (v >= lo && v <= hi)
+		return;
+	if (!p->is_signed && v < 0)
+		bh_codec_error(c, "%s is negative for an unsigned field", i128_str(v, sb, sizeof(sb)));
+	if (bits != p->size * 8)
+		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)), bits);
+	bh_codec_error(c, "%s does not fit %s (%s..%s)", i128_str(v, sb, sizeof(sb)), p->cname,
+		       i128_str(lo, a, sizeof(a)), i128_str(hi, b, sizeof(b)));
+	(void)idx;
+}
+
+static void store_int(void *dst, uint32_t size, uint64_t u)
+{
+	switch (size) {
+	case 1: *(uint8_t *)dst = (uint8_t)u; break;
+	case 2: { uint16_t x = (uint16_t)u; memcpy(dst, &x, 2); break; }
+	case 4: { uint32_t x = (uint32_t)u; memcpy(dst, &x, 4); break; }
+	case 8: memcpy(dst, &u, 8); break;
+	}
+}
+
+static uint64_t load_int(const void *src, uint32_t size, int is_signed)
+{
+	switch (size) {
+	case 1:
+		return is_signed ? (uint64_t)(int64_t)*(const int8_t *)src : *(const uint8_t *)src;
+	case 2: {
+		uint16_t x;
+
+		memcpy(&x, src, 2);
+		return is_signed ? (uint64_t)(int64_t)(int16_t)x : x;
+	}
+	case 4: {
+		uint32_t x;
+
+		memcpy(&x, src, 4);
+		return is_signed ? (uint64_t)(int64_t)(int32_t)x : x;
+	}
+	default: {
+		uint64_t x;
+
+		memcpy(&x, src, 8);
+		return x;
+	}
+	}
+}
+
+/* Bitfields: little-endian bit numbering, as on x86 and arm64. */
+static uint64_t load_bits(const unsigned char *base, unsigned bit_off, unsigned nbits, int is_signed)
+{
+	unsigned char tmp[16] = { 0 };
+	unsigned __int128 w;
+	uint64_t v;
+	unsigned nbytes = (bit_off + nbits + 7) / 8;
+
+	memcpy(tmp, base, nbytes);
+	memcpy(&w, tmp, sizeof(w));
+	w >>= bit_off;
+	v = nbits == 64 ? (uint64_t)w : (uint64_t)w & ((1ULL << nbits) - 1);
+	if (is_signed && nbits < 64 && (v >> (nbits - 1)) & 1)
+		v |= ~((1ULL << nbits) - 1);
+	return v;
+}
+
+static void store_bits(unsigned char *base, unsigned bit_off, unsigned nbits, uint64_t v)
+{
+	unsigned char tmp[16] = { 0 };
+	unsigned __int128 w, mask;
+	unsigned nbytes = (bit_off + nbits + 7) / 8;
+
+	memcpy(tmp, base, nbytes);
+	memcpy(&w, tmp, sizeof(w));
+	mask = (nbits == 64 ? ~(unsigned __int128)0 >> 64 : (((unsigned __int128)1 << nbits) - 1))
+	       << bit_off;
+	w = (w & ~mask) | (((unsigned __int128)v << bit_off) & mask);
+	memcpy(tmp, &w, sizeof(w));
+	memcpy(base, tmp, nbytes);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Encode -------------------------------------------------------------- */
+
+static void enc(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst);
+
+static void enc_bool(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	if (lua_type(c->L, idx) != LUA_TBOOLEAN)
+		bh_codec_error(c, "expected a boolean, got %s", luaL_typename(c->L, idx));
+	store_int(dst, p->size, lua_toboolean(c->L, idx) ? 1 : 0);
+}
+
+static void enc_float(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	lua_Number d;
+
+	if (lua_type(c->L, idx) != LUA_TNUMBER)
+		bh_codec_error(c, "expected a number, got %s", luaL_typename(c->L, idx));
+	d = lua_tonumber(c->L, idx);
+	if (p->size == 4) {
+		float f = (float)d;
+
+		memcpy(dst, &f, 4);
+	} else {
+		double x = (double)d;
+
+		memcpy(dst, &x, 8);
+	}
+}
+
+static void enc_chars(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	size_t len;
+	const char *s;
+
+	if (lua_type(c->L, idx) != LUA_TSTRING)
+		bh_codec_error(c, "expected a string, got %s", luaL_typename(c->L, idx));
+	s = lua_tolstring(c->L, idx, &len);
+	if (len > p->count)
+		bh_codec_error(c, "%zu bytes do not fit %s", len, p->cname);
+	memcpy(dst, s, len);
+	memset(dst + len, 0, p->count - len);
+}
+
+static void enc_bytes(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	lua_State *L = c->L;
+	uint32_t i;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+
+		if (len != p->count)
+			bh_codec_error(c, "%zu bytes given, %s takes exactly %u", len, p->cname,
+				       p->count);
+		memcpy(dst, s, len);
+		return;
+	}
+	if (lua_type(L, idx) != LUA_TTABLE)
+		bh_codec_error(c, "expected a string of %u bytes, got %s", p->count,
+			       luaL_typename(L, idx));
+	lua_rawgeti(L, idx, (int)p->count + 1);
+	if (!lua_isnil(L, -1))
+		bh_codec_error(c, "more than %u elements do not fit %s", p->count, p->cname);
+	lua_pop(L, 1);
+	for (i = 0; i < p->count; i++) {
+		lua_Number d;
+		char sb[64];
+
+		lua_rawgeti(L, idx, (int)i + 1);
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			dst[i] = 0;
+			continue;
+		}
+		push_seg(c, NULL, (long)i + 1);
+		if (lua_type(L, -1) != LUA_TNUMBER)
+			bh_codec_error(c, "expected a byte, got %s", luaL_typename(L, -1));
+		d = lua_tonumber(L, -1);
+		if (d != floor(d) || d < 0 || d > 255)
+			bh_codec_error(c, "%s is not a byte (0..255)", show(L, -1, sb, sizeof(sb)));
+		c->depth--;
+		dst[i] = (unsigned char)d;
+		lua_pop(L, 1);
+	}
+}
+
+static void enc_raw(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	lua_State *L = c->L;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+
+		if (len != p->size)
+			bh_codec_error(c, "%zu bytes given, this map takes exactly %u (no BTF: give "
+					  "a byte string, or set_types)",
+				       len, p->size);
+		memcpy(dst, s, len);
+		return;
+	}
+	if (p->size == 1 || p->size == 2 || p->size == 4 || p->size == 8) {
+		struct bh_plan ip = *p;
+		char sb[96];
+		i128 v;
+
+		if (lua_type(L, idx) != LUA_TNUMBER && lua_type(L, idx) != 10)
+			bh_codec_error(c, "expected a string of %u bytes or an integer, got %s",
+				       p->size, luaL_typename(L, idx));
+		ip.kind = BH_K_INT;
+		v = get_int(c, &ip, idx);
+		if (v < -((i128)1 << (p->size * 8 - 1)) || v > ((i128)1 << (p->size * 8)) - 1)
+			bh_codec_error(c, "%s does not fit %u bytes", i128_str(v, sb, sizeof(sb)),
+				       p->size);
+		store_int(dst, p->size, (uint64_t)v);
+		return;
+	}
+	bh_codec_error(c, "expected a string of %u bytes, got %s", p->size, luaL_typename(L, idx));
+}
+
+static void enc_array(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	lua_State *L = c->L;
+	uint32_t i;
+	int top;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		bh_codec_error(c, "expected an array (table) for %s, got %s", p->cname,
+			       luaL_typename(L, idx));
+	lua_rawgeti(L, idx, (int)p->count + 1);
+	if (!lua_isnil(L, -1))
+		bh_codec_error(c, "%zu elements do not fit %s", (size_t)bh_rawlen(L, idx), p->cname);
+	lua_pop(L, 1);
+	top = lua_gettop(L);
+	for (i = 0; i < p->count; i++) {
+		lua_rawgeti(L, idx, (int)i + 1);
+		if (!lua_isnil(L, -1)) {
+			push_seg(c, NULL, (long)i + 1);
+			enc(c, p->elem, top + 1, dst + (size_t)i * p->elem->size);
+			c->depth--;
+		}
+		lua_settop(L, top);
+	}
+}
+
+static int field_index(const struct bh_plan *p, const char *k, size_t klen)
+{
+	uint32_t i;
+
+	for (i = 0; i < p->count; i++) {
+		const char *n = p->fields[i].name;
+
+		if (n[0] == k[0] && !strncmp(n, k, klen) && n[klen] == '\0')
+			return (int)i;
+	}
+	return -1;
+}
+
+static void unknown_field(struct bh_cctx *c, const struct bh_plan *p, const char *k)
+{
+	char list[256];
+	size_t pos = 0;
+	uint32_t i;
+
+	list[0] = '\0';
+	for (i = 0; i < p->count && i < 8; i++) {
+		int n = snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "",
+				 p->fields[i].name);
+
+		if (n < 0 || (size_t)n >= sizeof(list) - pos)
+			break;
+		pos += (size_t)n;
+	}
+	if (p->count > 8 && pos + 6 < sizeof(list))
+		strcat(list, ", ...");
+	if (!p->count)
+		bh_codec_error(c, "unknown field '%s' (%s has no fields)", k, p->cname);
+	bh_codec_error(c, "unknown field '%s' (%s has %s)", k, p->cname, list);
+}
+
+static void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx, unsigned char *dst)
+{
+	const struct bh_plan *p = f->plan;
+
+	push_seg(c, f->name, 0);
+	if (f->bit_size) {
+		i128 v;
+
+		if (p->kind == BH_K_BOOL) {
+			if (lua_type(c->L, idx) != LUA_TBOOLEAN)
+				bh_codec_error(c, "expected a boolean, got %s",
+					       luaL_typename(c->L, idx));
+			v = lua_toboolean(c->L, idx);
+		} else {
+			v = get_int(c, p, idx);
+		}
+		range_check(c, p, v, f->bit_size, idx);
+		store_bits(dst + f->off, f->bit_off, f->bit_size, (uint64_t)v);
+	} else {
+		enc(c, p, idx, dst + f->off);
+	}
+	c->depth--;
+}
+
+static void enc_struct(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	lua_State *L = c->L;
+	int used[64];
+	int ngroups = p->ngroups < 64 ? p->ngroups : 64;
+	int gfield[64];
+	int top;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		bh_codec_error(c, "expected a table for %s, got %s", p->cname, luaL_typename(L, idx));
+	memset(used, 0, sizeof(int) * (size_t)(ngroups + 1));
+	top = lua_gettop(L);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const struct bh_field *f;
+		const char *k;
+		size_t klen;
+		int fi;
+
+		if (lua_type(L, -2) != LUA_TSTRING) {
+			char sb[64];
+
+			if (lua_type(L, -2) == LUA_TNUMBER)
+				bh_codec_error(c, "%s takes fields by name, got index %s", p->cname,
+					       show(L, -2, sb, sizeof(sb)));
+			bh_codec_error(c, "%s takes fields by name, got a %s key", p->cname,
+				       luaL_typename(L, -2));
+		}
+		k = lua_tolstring(L, -2, &klen);
+		fi = field_index(p, k, klen);
+		if (fi < 0)
+			unknown_field(c, p, k);
+		f = &p->fields[fi];
+		if (f->group) {
+			int g = (f->group >> 16) < 64 ? f->group >> 16 : 63;
+
+			if (used[g] && used[g] != (f->group & 0xffff))
+				bh_codec_error(c, "'%s' and '%s' share a union: give at most one",
+					       p->fields[gfield[g]].name, f->name);
+			used[g] = f->group & 0xffff;
+			gfield[g] = fi;
+		}
+		enc_field(c, f, top + 2, dst);
+		lua_settop(L, top + 1);
+	}
+}
+
+static void enc(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
+{
+	switch (p->kind) {
+	case BH_K_INT:
+	case BH_K_ENUM: {
+		i128 v = get_int(c, p, idx);
+
+		range_check(c, p, v, p->size * 8, idx);
+		store_int(dst, p->size, (uint64_t)v);
+		break;
+	}
+	case BH_K_BOOL:
+		enc_bool(c, p, idx, dst);
+		break;
+	case BH_K_FLOAT:
+		enc_float(c, p, idx, dst);
+		break;
+	case BH_K_CHARS:
+		enc_chars(c, p, idx, dst);
+		break;
+	case BH_K_BYTES:
+		enc_bytes(c, p, idx, dst);
+		break;
+	case BH_K_RAW:
+		enc_raw(c, p, idx, dst);
+		break;
+	case BH_K_ARRAY:
+		enc_array(c, p, idx, dst);
+		break;
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		enc_struct(c, p, idx, dst);
+		break;
+	}
+}
+
+/* Encode the value at idx into dst (p->size bytes, padding zeroed). */
+void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst)
+{
+	if (idx < 0)
+		idx = lua_gettop(c->L) + idx + 1;
+	if (p->kind != BH_K_INT && p->kind != BH_K_RAW && p->kind != BH_K_CHARS)
+		memset(dst, 0, p->size);
+	luaL_checkstack(c->L, 40, "value nests too deeply");
+	enc(c, p, idx, dst);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Decode -------------------------------------------------------------- */
+
+static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src);
+
+static void dec_int(lua_State *L, const struct bh_plan *p, uint64_t u)
+{
+	if (p->size < 8 || (p->is_signed ? ((int64_t)u >= -(1LL << 53) && (int64_t)u <= (1LL << 53))
+					   : u <= (1ULL << 53))) {
+#if LUA_VERSION_NUM >= 503
+		lua_pushinteger(L, (lua_Integer)u);
+#else
+		lua_pushnumber(L, p->is_signed ? (lua_Number)(int64_t)u : (lua_Number)u);
+#endif
+		return;
+	}
+	push_u64(L, u, p->is_signed);
+}
+
+static void dec_fields(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src)
+{
+	lua_State *L = c->L;
+	uint32_t i;
+
+	lua_createtable(L, 0, (int)p->count);
+	for (i = 0; i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+
+		if (f->bit_size) {
+			uint64_t v = load_bits(src + f->off, f->bit_off, f->bit_size,
+					       f->plan->is_signed);
+
+			if (f->plan->kind == BH_K_BOOL)
+				lua_pushboolean(L, v != 0);
+			else
+				dec_int(L, f->plan, v);
+		} else {
+			dec(c, f->plan, src + f->off);
+		}
+		lua_setfield(L, -2, f->name);
+	}
+}
+
+static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src)
+{
+	lua_State *L = c->L;
+
+	switch (p->kind) {
+	case BH_K_INT:
+	case BH_K_ENUM:
+		dec_int(L, p, load_int(src, p->size, p->is_signed));
+		break;
+	case BH_K_BOOL:
+		lua_pushboolean(L, load_int(src, p->size, 0) != 0);
+		break;
+	case BH_K_FLOAT:
+		if (p->size == 4) {
+			float f;
+
+			memcpy(&f, src, 4);
+			lua_pushnumber(L, f);
+		} else {
+			double d;
+
+			memcpy(&d, src, 8);
+			lua_pushnumber(L, d);
+		}
+		break;
+	case BH_K_CHARS:
+		lua_pushlstring(L, (const char *)src, strnlen((const char *)src, p->count));
+		break;
+	case BH_K_BYTES:
+		lua_pushlstring(L, (const char *)src, p->count);
+		break;
+	case BH_K_RAW:
+		lua_pushlstring(L, (const char *)src, p->size);
+		break;
+	case BH_K_ARRAY: {
+		uint32_t i;
+
+		lua_createtable(L, (int)p->count, 0);
+		for (i = 0; i < p->count; i++) {
+			dec(c, p->elem, src + (size_t)i * p->elem->size);
+			lua_rawseti(L, -2, (int)i + 1);
+		}
+		break;
+	}
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		dec_fields(c, p, src);
+		break;
+	}
+}
+
+/* Push the Lua value that src (p->size bytes) holds. */
+void bh_decode(struct bh_cctx *c, const struct bh_plan *p, const void *src)
+{
+	luaL_checkstack(c->L, 40, "value nests too deeply");
+	dec(c, p, src);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Per-CPU values ------------------------------------------------------ */
+
+static size_t percpu_stride(const struct bh_plan *p)
+{
+	return ((size_t)p->size + 7) & ~(size_t)7;
+}
+
+/*
+ * A per-CPU value is a Lua array with one element per possible CPU, or one
+ * element applied to every CPU. An array of the element's own shape (the
+ * element is itself an array) is told apart by its first item's type.
+ */
+static int is_percpu_form(lua_State *L, const struct bh_plan *p, int idx)
+{
+	int t1;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return 0;
+	lua_rawgeti(L, idx, 1);
+	t1 = lua_type(L, -1);
+	lua_pop(L, 1);
+	switch (p->kind) {
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		return t1 != LUA_TNIL;
+	case BH_K_ARRAY:
+	case BH_K_BYTES:
+		return t1 == LUA_TTABLE || (p->kind == BH_K_ARRAY && t1 == LUA_TSTRING &&
+					    p->elem->kind != BH_K_CHARS &&
+					    p->elem->kind != BH_K_BYTES) ||
+		       (p->kind == BH_K_BYTES && t1 == LUA_TSTRING);
+	default:
+		return t1 != LUA_TNIL || bh_rawlen(L, idx) == 0;
+	}
+}
+
+void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst, int ncpus)
+{
+	lua_State *L = c->L;
+	size_t stride = percpu_stride(p);
+	unsigned char *d = dst;
+	int i;
+
+	if (idx < 0)
+		idx = lua_gettop(L) + idx + 1;
+	memset(dst, 0, stride * (size_t)ncpus);
+	if (!is_percpu_form(L, p, idx)) {
+		bh_encode(c, p, idx, d);
+		for (i = 1; i < ncpus; i++)
+			memcpy(d + stride * (size_t)i, d, p->size);
+		return;
+	}
+	if ((int)bh_rawlen(L, idx) != ncpus)
+		bh_codec_error(c, "%d per-CPU values given, this map has %d possible CPUs "
+				  "(give one value for all, or one per CPU)",
+			       (int)bh_rawlen(L, idx), ncpus);
+	for (i = 0; i < ncpus; i++) {
+		lua_rawgeti(L, idx, i + 1);
+		push_seg(c, NULL, i + 1);
+		bh_encode(c, p, -1, d + stride * (size_t)i);
+		c->depth--;
+		lua_pop(L, 1);
+	}
+}
+
+void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *src, int ncpus)
+{
+	lua_State *L = c->L;
+	size_t stride = percpu_stride(p);
+	int i;
+
+	lua_createtable(L, ncpus, 0);
+	for (i = 0; i < ncpus; i++) {
+		bh_decode(c, p, (const unsigned char *)src + stride * (size_t)i);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- bpf.sum ------------------------------------------------------------- */
+
+/* Pop two values, push their sum; cdata int64 adds exactly through Lua. */
+static void arith_add(lua_State *L)
+{
+	if (lua_type(L, -1) == LUA_TNUMBER && lua_type(L, -2) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+		lua_arith(L, LUA_OPADD);
+#else
+		lua_Number s = lua_tonumber(L, -2) + lua_tonumber(L, -1);
+
+		lua_pop(L, 2);
+		lua_pushnumber(L, s);
+#endif
+		return;
+	}
+	luaL_loadstring(L, "local a, b = ... return a + b");
+	lua_insert(L, -3);
+	lua_call(L, 2, 1);
+}
+
+/* Add the table at idx into the accumulator table at acc, field by field. */
+static void sum_into(lua_State *L, int acc, int idx, int depth)
+{
+	if (depth > 32)
+		luaL_error(L, "bpf.sum: values nest too deeply");
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		int vt = lua_type(L, -1);
+		int top = lua_gettop(L); /* key at top - 1, value at top */
+
+		lua_pushvalue(L, -2);
+		lua_rawget(L, acc); /* key, value, acc[key] */
+		if (vt == LUA_TNUMBER || vt == 10) {
+			if (lua_isnil(L, -1)) {
+				lua_pop(L, 1);
+				lua_pushvalue(L, -2);
+				lua_pushvalue(L, -2);
+			} else {
+				lua_pushvalue(L, -3); /* key, value, old, key */
+				lua_pushvalue(L, -2);
+				lua_pushvalue(L, -4);
+				arith_add(L); /* key, value, old, key, old + value */
+			}
+			lua_rawset(L, acc);
+		} else if (vt == LUA_TTABLE) {
+			if (lua_isnil(L, -1)) {
+				lua_pop(L, 1);
+				lua_newtable(L);
+				lua_pushvalue(L, -3);
+				lua_pushvalue(L, -2);
+				lua_rawset(L, acc);
+			}
+			sum_into(L, lua_gettop(L), top, depth + 1);
+		} else if (lua_isnil(L, -1)) {
+			/* strings, booleans: the first CPU's value stands */
+			lua_pushvalue(L, -3);
+			lua_pushvalue(L, -3);
+			lua_rawset(L, acc);
+		}
+		lua_settop(L, top - 1);
+	}
+}
+
+static int l_sum(lua_State *L)
+{
+	int n, i;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	n = (int)bh_rawlen(L, 1);
+	if (n == 0) {
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	lua_rawgeti(L, 1, 1);
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		luaL_loadstring(L, "local t, n = ... local s = 0 for i = 1, n do s = s + t[i] end return s");
+		lua_pushvalue(L, 1);
+		lua_pushinteger(L, n);
+		lua_call(L, 2, 1);
+		return 1;
+	}
+	lua_pop(L, 1);
+	lua_newtable(L);
+	for (i = 1; i <= n; i++) {
+		lua_rawgeti(L, 1, i);
+		if (lua_type(L, -1) != LUA_TTABLE)
+			luaL_error(L, "bpf.sum: values[%d] is a %s, values[1] is a table", i,
+				   luaL_typename(L, -1));
+		sum_into(L, 2, 3, 0);
+		lua_pop(L, 1);
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static const luaL_Reg type_meta[] = {
+	{ "__gc", type_gc },
+	{ "__tostring", type_tostring },
+	{ "__index", type_index },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg type_methods[] = {
+	{ "encode", type_encode },
+	{ "decode", type_decode },
+	{ NULL, NULL },
+};
+
+void bh_codec_init(lua_State *L)
+{
+	luaL_newmetatable(L, BH_TYPE_MT);
+	bh_setfuncs(L, type_meta, 0);
+	lua_pushliteral(L, BH_TYPE_MT);
+	lua_setfield(L, -2, "__name");
+	lua_newtable(L);
+	bh_setfuncs(L, type_methods, 0);
+	lua_setfield(L, -2, "__methods");
+	lua_pop(L, 1);
+
+#ifdef BH_LUAJIT
+	if (luaL_loadstring(L, helper_src) == 0 && lua_pcall(L, 0, 2, 0) == 0) {
+		lua_pushlightuserdata(L, &unbox_key);
+		lua_insert(L, -2);
+		lua_rawset(L, LUA_REGISTRYINDEX);
+		lua_pushlightuserdata(L, &box_key);
+		lua_insert(L, -2);
+		lua_rawset(L, LUA_REGISTRYINDEX);
+	} else {
+		lua_pop(L, 1); /* no FFI: 64-bit values beyond 2^53 decode as numbers */
+	}
+#endif
+	/* module table is at -1 */
+	lua_pushcfunction(L, l_sum);
+	lua_setfield(L, -2, "sum");
+}
