@@ -122,13 +122,17 @@ ifneq ($(shell id -u),0)
 BUSTED_FLAGS += --exclude-tags=root
 endif
 
-test: all
+# test and run do the whole set-up: missing packages, then a build in a
+# sub-make (so that pkg-config is asked after the packages are there).
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
 ifneq ($(shell id -u),0)
 	@echo "make test: not root, so the #root specs (everything touching the kernel) are skipped"
 endif
 	$(Q)BPFHOST_BUILD=$(O) $(BUSTED) $(BUSTED_FLAGS) spec
 
-run: all
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(HOST) scripts/execve_counter.lua
 
 bench: all

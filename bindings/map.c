@@ -50,7 +50,8 @@ static void map_refresh_props(lua_State *L, int idx, struct bh_map *m);
  * compiles the codec plans; later calls only come here when the handle is
  * closed. The map userdata is at index 1.
  */
-static __attribute__((noinline)) void map_prepare(lua_State *L, struct bh_map *m, const char *op)
+static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, struct bh_map *m,
+						    const char *op)
 {
 	const struct btf *btf = NULL;
 	uint32_t kid = 0, vid = 0;
@@ -96,7 +97,7 @@ static __attribute__((noinline)) void map_prepare(lua_State *L, struct bh_map *m
 		kid = bpf_map__btf_key_type_id(m->map);
 		vid = bpf_map__btf_value_type_id(m->map);
 	}
-	bh_getuv(L, 1);
+	bh_getuv(L, idx);
 	if (kid)
 		m->ktype = bh_type_new(L, btf, kid);
 	else
@@ -111,7 +112,12 @@ static __attribute__((noinline)) void map_prepare(lua_State *L, struct bh_map *m
 	if (m->ktype->root->size != m->key_size || m->vtype->root->size != m->value_size)
 		luaL_error(L, "%s map '%s': BTF types do not match the map's sizes", op, m->name);
 	m->fd = fd;
-	map_refresh_props(L, 1, m);
+	map_refresh_props(L, idx, m);
+}
+
+static void map_prepare(lua_State *L, struct bh_map *m, const char *op)
+{
+	map_prepare_at(L, 1, m, op);
 }
 
 static inline struct bh_map *map_self(lua_State *L, const char *op)
@@ -136,10 +142,7 @@ struct bh_map *bh_map_check(lua_State *L, int idx)
 		luaL_argerror(L, idx, msg);
 	}
 	if (m->fd < 0) {
-		if (idx != 1)
-			luaL_error(L, "map '%s' is not ready (closed, or its object not loaded)",
-				   m->name);
-		map_prepare(L, m, "use");
+		map_prepare_at(L, idx, m, "use");
 	}
 	return m;
 }
@@ -655,8 +658,9 @@ static int map_iterate(lua_State *L)
 	it->m = m;
 	it->complete = 1;
 	it->raw = bh_opt_bool(L, 2, "raw", 0);
-	it->kstride = (m->key_size + 7) & ~7u;
-	it->vstride = m->ncpus ? m->value_bufsz : ((m->value_size + 7) & ~7u);
+	/* the kernel's batch layout: packed keys, packed values (per-CPU: value_bufsz) */
+	it->kstride = m->key_size;
+	it->vstride = m->ncpus ? m->value_bufsz : m->value_size;
 	it->mode = ITER_BATCH;
 	luaL_getmetatable(L, "bpfhost.iter");
 	lua_setmetatable(L, -2);
@@ -758,7 +762,10 @@ void bh_map_push(lua_State *L, int objidx, struct bpf_map *map)
 	lua_pushvalue(L, objidx);
 	lua_setfield(L, -2, "parent");
 	lua_pop(L, 1);
-	map_refresh_props(L, lua_gettop(L), m);
+	if (m->parent->loaded)
+		map_prepare_at(L, lua_gettop(L), m, "get_map");
+	else
+		map_refresh_props(L, lua_gettop(L), m);
 }
 
 /*
@@ -772,7 +779,10 @@ void bh_map_reset(lua_State *L, int idx)
 
 	if (m && !m->owns_fd) {
 		m->fd = -1;
-		map_refresh_props(L, idx, m);
+		if (!m->closed && m->parent && m->parent->obj && m->parent->loaded)
+			map_prepare_at(L, idx, m, "load");
+		else
+			map_refresh_props(L, idx, m);
 	}
 }
 
