@@ -167,6 +167,10 @@ struct bh_cctx {
 BH_LOCAL struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id);
 BH_LOCAL struct bh_type *bh_type_raw(lua_State *L, uint32_t size);
 BH_LOCAL struct bh_type *bh_type_check(lua_State *L, int idx);
+BH_LOCAL struct bh_type *bh_type_from_spec(lua_State *L, const struct btf *btf, const char *spec,
+					   const char *fn);
+BH_LOCAL const struct btf *bh_vmlinux_btf(lua_State *L, const char *op);
+BH_LOCAL struct btf **bh_btf_hold(lua_State *L, struct btf *btf);
 BH_LOCAL void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst);
 BH_LOCAL void bh_decode(struct bh_cctx *c, const struct bh_plan *p, const void *src);
 BH_LOCAL void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst,
@@ -211,6 +215,8 @@ BH_LOCAL struct bh_prog *bh_prog_check(lua_State *L, int idx);
 /* Push a map handle for an object's map; the object is at index objidx. */
 BH_LOCAL void bh_map_push(lua_State *L, int objidx, struct bpf_map *map);
 BH_LOCAL void bh_map_reset(lua_State *L, int idx);
+/* Push a handle for the map behind fd (closed with the handle when owns). */
+BH_LOCAL void bh_map_push_fd(lua_State *L, int fd, int owns, const char *op);
 BH_LOCAL void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog);
 /* Push a link handle owning link; the object it belongs to is at objidx. */
 BH_LOCAL void bh_link_push(lua_State *L, int objidx, struct bpf_link *link, const char *name,

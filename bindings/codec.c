@@ -399,6 +399,108 @@ static struct bh_type *type_newud(lua_State *L)
 	return t;
 }
 
+/* -- C declarations, for tostring(Type) ----------------------------------- */
+
+struct strbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static void sb_vprintf(void *ctx, const char *fmt, va_list ap)
+{
+	struct strbuf *b = ctx;
+	va_list ap2;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return;
+	if (b->len + (size_t)n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		char *ns;
+
+		while (cap < b->len + (size_t)n + 1)
+			cap *= 2;
+		ns = realloc(b->s, cap);
+		if (!ns)
+			return;
+		b->s = ns;
+		b->cap = cap;
+	}
+	vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+	b->len += (size_t)n;
+}
+
+static void sb_printf(struct strbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	sb_vprintf(b, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The C definition of a named struct, union or enum, one level deep (member
+ * types by name; anonymous members inline), as a reader would write it.
+ */
+static char *make_decl(const struct btf *btf, uint32_t id)
+{
+	const struct btf_type *t = btf__type_by_id(btf, id);
+	struct strbuf b = { 0 };
+	struct btf_dump *d;
+	const char *name;
+	uint32_t i;
+
+	while (t && (btf_is_mod(t) || btf_is_typedef(t))) {
+		id = t->type;
+		t = btf__type_by_id(btf, id);
+	}
+	if (!t || !(btf_is_composite(t) || btf_is_any_enum(t)))
+		return NULL;
+	name = btf__name_by_offset(btf, t->name_off);
+	if (btf_is_any_enum(t)) {
+		sb_printf(&b, "enum %s {\n", name && *name ? name : "");
+		for (i = 0; i < btf_vlen(t); i++) {
+			if (btf_is_enum(t)) {
+				const struct btf_enum *e = btf_enum(t) + i;
+
+				sb_printf(&b, "\t%s = %lld,\n", btf__name_by_offset(btf, e->name_off),
+					  btf_kflag(t) ? (long long)e->val
+						       : (long long)(uint32_t)e->val);
+			} else {
+				const struct btf_enum64 *e = btf_enum64(t) + i;
+
+				sb_printf(&b, "\t%s = %llu,\n", btf__name_by_offset(btf, e->name_off),
+					  (unsigned long long)btf_enum64_value(e));
+			}
+		}
+		sb_printf(&b, "}");
+		return b.s;
+	}
+	d = btf_dump__new(btf, sb_vprintf, &b, NULL);
+	if (!d || libbpf_get_error(d))
+		return NULL;
+	sb_printf(&b, "%s %s {\n", btf_is_union(t) ? "union" : "struct", name && *name ? name : "");
+	for (i = 0; i < btf_vlen(t); i++) {
+		const struct btf_member *m = btf_members(t) + i;
+		uint32_t bsz = btf_member_bitfield_size(t, i);
+		LIBBPF_OPTS(btf_dump_emit_type_decl_opts, o,
+			    .field_name = btf__name_by_offset(btf, m->name_off), .indent_level = 1);
+
+		sb_printf(&b, "\t");
+		btf_dump__emit_type_decl(d, m->type, &o);
+		if (bsz)
+			sb_printf(&b, ": %u", bsz);
+		sb_printf(&b, ";\n");
+	}
+	sb_printf(&b, "}");
+	btf_dump__free(d);
+	return b.s;
+}
+
 /* Compile type_id of btf; pushes the Type userdata. */
 struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id)
 {
@@ -406,6 +508,190 @@ struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_i
 	struct compiler c = { L, btf, t, 0 };
 
 	t->root = compile(&c, type_id);
+	if (t->root->kind == BH_K_STRUCT || t->root->kind == BH_K_UNION ||
+	    t->root->kind == BH_K_ENUM)
+		t->decl = make_decl(btf, type_id);
+	return t;
+}
+
+/* -- Types by name ------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	enum bh_kind kind;
+	uint8_t size, is_signed;
+} scalars[] = {
+	{ "u8", BH_K_INT, 1, 0 },	    { "u16", BH_K_INT, 2, 0 },
+	{ "u32", BH_K_INT, 4, 0 },	    { "u64", BH_K_INT, 8, 0 },
+	{ "s8", BH_K_INT, 1, 1 },	    { "s16", BH_K_INT, 2, 1 },
+	{ "s32", BH_K_INT, 4, 1 },	    { "s64", BH_K_INT, 8, 1 },
+	{ "__u8", BH_K_INT, 1, 0 },	    { "__u16", BH_K_INT, 2, 0 },
+	{ "__u32", BH_K_INT, 4, 0 },	    { "__u64", BH_K_INT, 8, 0 },
+	{ "__s8", BH_K_INT, 1, 1 },	    { "__s16", BH_K_INT, 2, 1 },
+	{ "__s32", BH_K_INT, 4, 1 },	    { "__s64", BH_K_INT, 8, 1 },
+	{ "uint8_t", BH_K_INT, 1, 0 },	    { "uint16_t", BH_K_INT, 2, 0 },
+	{ "uint32_t", BH_K_INT, 4, 0 },	    { "uint64_t", BH_K_INT, 8, 0 },
+	{ "int8_t", BH_K_INT, 1, 1 },	    { "int16_t", BH_K_INT, 2, 1 },
+	{ "int32_t", BH_K_INT, 4, 1 },	    { "int64_t", BH_K_INT, 8, 1 },
+	{ "char", BH_K_INT, 1, 1 },	    { "signed char", BH_K_INT, 1, 1 },
+	{ "unsigned char", BH_K_INT, 1, 0 }, { "short", BH_K_INT, 2, 1 },
+	{ "unsigned short", BH_K_INT, 2, 0 }, { "int", BH_K_INT, 4, 1 },
+	{ "unsigned int", BH_K_INT, 4, 0 }, { "unsigned", BH_K_INT, 4, 0 },
+	{ "long", BH_K_INT, 8, 1 },	    { "unsigned long", BH_K_INT, 8, 0 },
+	{ "long long", BH_K_INT, 8, 1 },    { "unsigned long long", BH_K_INT, 8, 0 },
+	{ "size_t", BH_K_INT, 8, 0 },	    { "ssize_t", BH_K_INT, 8, 1 },
+	{ "pointer", BH_K_INT, 8, 0 },	    { "void *", BH_K_INT, 8, 0 },
+	{ "bool", BH_K_BOOL, 1, 0 },	    { "_Bool", BH_K_BOOL, 1, 0 },
+	{ "float", BH_K_FLOAT, 4, 1 },	    { "double", BH_K_FLOAT, 8, 1 },
+};
+
+static struct bh_plan *scalar_plan(lua_State *L, struct bh_type *t, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+		if (!strcmp(scalars[i].name, name)) {
+			struct bh_plan *p = aalloc(L, t, sizeof(*p));
+
+			p->kind = scalars[i].kind;
+			p->size = scalars[i].size;
+			p->is_signed = scalars[i].is_signed;
+			p->cname = scalars[i].name;
+			return p;
+		}
+	}
+	return NULL;
+}
+
+/* The BTF id of a named type: "struct x", "union x", "enum x", or a plain name. */
+static int32_t find_named(const struct btf *btf, const char *name)
+{
+	int32_t id;
+
+	if (!btf)
+		return -1;
+	if (!strncmp(name, "struct ", 7))
+		return btf__find_by_name_kind(btf, name + 7, BTF_KIND_STRUCT);
+	if (!strncmp(name, "union ", 6))
+		return btf__find_by_name_kind(btf, name + 6, BTF_KIND_UNION);
+	if (!strncmp(name, "enum ", 5)) {
+		id = btf__find_by_name_kind(btf, name + 5, BTF_KIND_ENUM);
+		return id > 0 ? id : btf__find_by_name_kind(btf, name + 5, BTF_KIND_ENUM64);
+	}
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
+	if (id > 0)
+		return id;
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_INT);
+	if (id > 0)
+		return id;
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_FLOAT);
+	if (id > 0)
+		return id;
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+	if (id > 0)
+		return id;
+	id = btf__find_by_name_kind(btf, name, BTF_KIND_UNION);
+	if (id > 0)
+		return id;
+	return btf__find_by_name_kind(btf, name, BTF_KIND_ENUM);
+}
+
+/*
+ * A Type from its C spelling: a name found in btf (struct/union/enum tags,
+ * typedefs, base types), else a built-in scalar ("u32", "s64", "double"),
+ * followed by any number of [N]. Pushes the Type; raises naming fn.
+ */
+struct bh_type *bh_type_from_spec(lua_State *L, const struct btf *btf, const char *spec,
+				  const char *fn)
+{
+	char base[128];
+	uint32_t dims[8];
+	int ndims = 0, i;
+	const char *p, *br;
+	size_t blen;
+	struct bh_type *t;
+	struct bh_plan *plan = NULL;
+	int32_t id;
+	char cname[192];
+
+	while (*spec == ' ')
+		spec++;
+	br = strchr(spec, '[');
+	blen = br ? (size_t)(br - spec) : strlen(spec);
+	while (blen && spec[blen - 1] == ' ')
+		blen--;
+	if (!blen || blen >= sizeof(base))
+		luaL_error(L, "%s: '%s' is not a type name", fn, spec);
+	memcpy(base, spec, blen);
+	base[blen] = '\0';
+	for (p = br; p && *p;) {
+		char *end;
+		unsigned long n;
+
+		if (*p == ' ') {
+			p++;
+			continue;
+		}
+		if (*p != '[' || ndims >= 8)
+			luaL_error(L, "%s: cannot read type '%s'", fn, spec);
+		n = strtoul(p + 1, &end, 10);
+		if (end == p + 1 || *end != ']' || n == 0 || n > (1u << 24))
+			luaL_error(L, "%s: bad array size in type '%s'", fn, spec);
+		dims[ndims++] = (uint32_t)n;
+		p = end + 1;
+	}
+
+	id = find_named(btf, base);
+	if (id > 0) {
+		t = bh_type_new(L, btf, (uint32_t)id);
+		plan = t->root;
+	} else {
+		t = type_newud(L);
+		plan = scalar_plan(L, t, base);
+		if (!plan) {
+			if (btf)
+				luaL_error(L, "%s: no type '%s' in this BTF, and it is not a scalar "
+					      "(u8..u64, s8..s64, int, char, bool, float, double, ...)",
+					   fn, base);
+			luaL_error(L, "%s: unknown type '%s' (scalars: u8..u64, s8..s64, int, char, "
+				      "bool, float, double, ...)",
+				   fn, base);
+		}
+		t->root = plan;
+	}
+	if (!ndims)
+		return t;
+	free(t->decl);
+	t->decl = NULL;
+	for (i = ndims - 1; i >= 0; i--) {
+		struct bh_plan *a = aalloc(L, t, sizeof(*a));
+		int is_char = plan->kind == BH_K_INT && plan->size == 1 &&
+			      !strcmp(plan->cname, "char");
+		size_t n;
+		int j;
+
+		if (is_char) {
+			a->kind = BH_K_CHARS;
+			a->size = dims[i];
+		} else if (plan->kind == BH_K_INT && plan->size == 1 && !plan->is_signed) {
+			a->kind = BH_K_BYTES;
+			a->size = dims[i];
+		} else {
+			a->kind = BH_K_ARRAY;
+			a->elem = plan;
+			if ((uint64_t)plan->size * dims[i] > (1u << 30))
+				luaL_error(L, "%s: type '%s' is too big", fn, spec);
+			a->size = plan->size * dims[i];
+		}
+		a->count = dims[i];
+		/* this level is base[dims[i]]...[dims[ndims - 1]] */
+		n = (size_t)snprintf(cname, sizeof(cname), "%s", base);
+		for (j = i; j < ndims && n < sizeof(cname); j++)
+			n += (size_t)snprintf(cname + n, sizeof(cname) - n, "[%u]", dims[j]);
+		a->cname = astrdup(L, t, cname);
+		plan = a;
+	}
+	t->root = plan;
 	return t;
 }
 
@@ -448,6 +734,8 @@ static int type_tostring(lua_State *L)
 
 	if (!t->root)
 		lua_pushliteral(L, "type (released)");
+	else if (t->decl)
+		lua_pushstring(L, t->decl);
 	else
 		lua_pushfstring(L, "%s", t->root->cname ? t->root->cname : "?");
 	return 1;
@@ -1463,6 +1751,66 @@ static int l_sum(lua_State *L)
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* -- Kernel BTF ---------------------------------------------------------- */
+
+static char vmlinux_key;
+
+static int btf_gc(lua_State *L)
+{
+	struct btf **b = lua_touserdata(L, 1);
+
+	if (b && *b) {
+		btf__free(*b);
+		*b = NULL;
+	}
+	return 0;
+}
+
+/* Push a holder that frees btf when collected (set *holder = NULL to keep it). */
+struct btf **bh_btf_hold(lua_State *L, struct btf *btf)
+{
+	struct btf **b = lua_newuserdata(L, sizeof(*b));
+
+	*b = btf;
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, btf_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
+	return b;
+}
+
+/* The running kernel's BTF, loaded once per Lua state and freed with it. */
+const struct btf *bh_vmlinux_btf(lua_State *L, const char *op)
+{
+	struct btf **b;
+	struct btf *btf;
+
+	lua_pushlightuserdata(L, &vmlinux_key);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	b = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (b && *b)
+		return *b;
+	btf = btf__load_vmlinux_btf();
+	if (!btf)
+		bh_fail_msg(L, op, NULL, NULL, errno, "cannot read the kernel's BTF",
+			    "the kernel needs CONFIG_DEBUG_INFO_BTF (/sys/kernel/btf/vmlinux)", NULL);
+	lua_pushlightuserdata(L, &vmlinux_key);
+	bh_btf_hold(L, btf);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	return btf;
+}
+
+/* bpf.kernel_type(name): a Type from the running kernel's BTF. */
+static int l_kernel_type(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+
+	bh_type_from_spec(L, bh_vmlinux_btf(L, "kernel_type"), name, "kernel_type");
+	return 1;
+}
+
 static const luaL_Reg type_meta[] = {
 	{ "__gc", type_gc },
 	{ "__tostring", type_tostring },
@@ -1502,4 +1850,6 @@ void bh_codec_init(lua_State *L)
 	/* module table is at -1 */
 	lua_pushcfunction(L, l_sum);
 	lua_setfield(L, -2, "sum");
+	lua_pushcfunction(L, l_kernel_type);
+	lua_setfield(L, -2, "kernel_type");
 }

@@ -46,19 +46,62 @@ static struct bh_map *map_toud(lua_State *L, int idx)
 static void map_refresh_props(lua_State *L, int idx, struct bh_map *m);
 
 /*
- * Make m usable: the first call after load reads its fd, sizes and BTF and
- * compiles the codec plans; later calls only come here when the handle is
- * closed. The map userdata is at index 1.
+ * Size the scratch buffers of m and compile its key and value plans (from
+ * btf when kid/vid are set, raw bytes otherwise) into the uservalue of the
+ * map userdata at idx. m->type, key_size and value_size are set.
+ */
+static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf *btf, uint32_t kid,
+		      uint32_t vid, const char *op)
+{
+	size_t total;
+
+	m->ncpus = 0;
+	m->value_bufsz = m->value_size;
+	if (map_is_percpu(m->type)) {
+		m->ncpus = libbpf_num_possible_cpus();
+		if (m->ncpus <= 0)
+			luaL_error(L, "%s map '%s': cannot read the number of possible CPUs", op,
+				   m->name);
+		m->value_bufsz = ((m->value_size + 7) & ~7u) * (uint32_t)m->ncpus;
+	}
+	free(m->kbuf);
+	total = (size_t)m->key_size * 2 + m->value_bufsz + 16;
+	m->kbuf = calloc(1, total);
+	if (!m->kbuf)
+		luaL_error(L, "%s map '%s': out of memory", op, m->name);
+	m->kbuf2 = m->kbuf + m->key_size;
+	m->vbuf = m->kbuf + ((m->key_size * 2 + 7) & ~7u);
+
+	bh_getuv(L, idx);
+	if (btf && kid)
+		m->ktype = bh_type_new(L, btf, kid);
+	else
+		m->ktype = bh_type_raw(L, m->key_size);
+	lua_setfield(L, -2, "ktype");
+	if (btf && vid)
+		m->vtype = bh_type_new(L, btf, vid);
+	else
+		m->vtype = bh_type_raw(L, m->value_size);
+	lua_setfield(L, -2, "vtype");
+	lua_pop(L, 1);
+	if (m->ktype->root->size != m->key_size || m->vtype->root->size != m->value_size)
+		luaL_error(L, "%s map '%s': BTF types do not match the map's sizes", op, m->name);
+}
+
+/*
+ * Make an object's map usable: the first call after load reads its fd and
+ * sizes and compiles the codec plans; later calls only come here when the
+ * handle is closed. The map userdata is at idx.
  */
 static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, struct bh_map *m,
 						    const char *op)
 {
-	const struct btf *btf = NULL;
-	uint32_t kid = 0, vid = 0;
-	size_t total;
+	const struct btf *btf;
 	int fd;
 
 	if (m->closed)
+		luaL_error(L, "%s map '%s': map is closed", op, m->name);
+	if (!m->map)
 		luaL_error(L, "%s map '%s': map is closed", op, m->name);
 	if (m->parent && !m->parent->obj)
 		luaL_error(L, "%s map '%s': its object is closed", op, m->name);
@@ -74,43 +117,9 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 	m->value_size = bpf_map__value_size(m->map);
 	m->max_entries = bpf_map__max_entries(m->map);
 	m->map_flags = bpf_map__map_flags(m->map);
-	m->ncpus = 0;
-	m->value_bufsz = m->value_size;
-	if (map_is_percpu(m->type)) {
-		m->ncpus = libbpf_num_possible_cpus();
-		if (m->ncpus <= 0)
-			luaL_error(L, "%s map '%s': cannot read the number of possible CPUs", op,
-				   m->name);
-		m->value_bufsz = ((m->value_size + 7) & ~7u) * (uint32_t)m->ncpus;
-	}
-
-	free(m->kbuf);
-	total = (size_t)m->key_size * 2 + m->value_bufsz + 16;
-	m->kbuf = calloc(1, total);
-	if (!m->kbuf)
-		luaL_error(L, "%s map '%s': out of memory", op, m->name);
-	m->kbuf2 = m->kbuf + m->key_size;
-	m->vbuf = m->kbuf + ((m->key_size * 2 + 7) & ~7u);
-
 	btf = bpf_object__btf(m->parent->obj);
-	if (btf) {
-		kid = bpf_map__btf_key_type_id(m->map);
-		vid = bpf_map__btf_value_type_id(m->map);
-	}
-	bh_getuv(L, idx);
-	if (kid)
-		m->ktype = bh_type_new(L, btf, kid);
-	else
-		m->ktype = bh_type_raw(L, m->key_size);
-	lua_setfield(L, -2, "ktype");
-	if (vid)
-		m->vtype = bh_type_new(L, btf, vid);
-	else
-		m->vtype = bh_type_raw(L, m->value_size);
-	lua_setfield(L, -2, "vtype");
-	lua_pop(L, 1);
-	if (m->ktype->root->size != m->key_size || m->vtype->root->size != m->value_size)
-		luaL_error(L, "%s map '%s': BTF types do not match the map's sizes", op, m->name);
+	map_setup(L, idx, m, btf, btf ? bpf_map__btf_key_type_id(m->map) : 0,
+		  btf ? bpf_map__btf_value_type_id(m->map) : 0, op);
 	m->fd = fd;
 	map_refresh_props(L, idx, m);
 }
@@ -769,6 +778,132 @@ void bh_map_push(lua_State *L, int objidx, struct bpf_map *map)
 }
 
 /*
+ * Push a handle for the map behind fd (owned when owns), typed by the BTF the
+ * kernel holds for it, or raw bytes when it has none.
+ */
+void bh_map_push_fd(lua_State *L, int fd, int owns, const char *op)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+	struct btf **hold = NULL;
+	struct bh_map *m;
+	int idx;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		int err = errno;
+
+		if (owns)
+			close(fd);
+		bh_fail(L, op, "map", NULL, err, NULL, NULL);
+	}
+	m = map_newud(L);
+	idx = lua_gettop(L);
+	m->owns_fd = owns;
+	m->fd = fd; /* closed by __gc from here on, if owned */
+	m->closed = 0;
+	m->type = info.type;
+	m->key_size = info.key_size;
+	m->value_size = info.value_size;
+	m->max_entries = info.max_entries;
+	m->map_flags = info.map_flags;
+	snprintf(m->name, sizeof(m->name), "%s", info.name[0] ? info.name : "(no name)");
+	if (info.btf_id && (info.btf_key_type_id || info.btf_value_type_id)) {
+		struct btf *btf = btf__load_from_kernel_by_id(info.btf_id);
+
+		if (btf)
+			hold = bh_btf_hold(L, btf); /* freed even if compiling raises */
+	}
+	map_setup(L, idx, m, hold ? *hold : NULL, info.btf_key_type_id, info.btf_value_type_id,
+		  op);
+	if (hold) {
+		btf__free(*hold);
+		*hold = NULL;
+		lua_pop(L, 1);
+	}
+	map_refresh_props(L, idx, m);
+}
+
+/* bpf.map_by_id(id): any map in the system, typed by its BTF. */
+static int l_map_by_id(lua_State *L)
+{
+	lua_Number d = luaL_checknumber(L, 1);
+	char reason[64];
+	int fd;
+
+	if (d < 1 || d > 4294967295.0 || d != (lua_Number)(uint32_t)d)
+		luaL_argerror(L, 1, "a map id (a positive integer)");
+	fd = bpf_map_get_fd_by_id((uint32_t)d);
+	if (fd < 0) {
+		int err = errno;
+
+		snprintf(reason, sizeof(reason), "no map with id %u", (uint32_t)d);
+		bh_fail_msg(L, "map_by_id", NULL, NULL, err, err == ENOENT ? reason : NULL, NULL,
+			    NULL);
+	}
+	bh_map_push_fd(L, fd, 1, "map_by_id");
+	return 1;
+}
+
+static const char *const set_types_opts[] = { "key", "value", NULL };
+
+/* Resolve the Type for one side of set_types; pushes it (or nothing: NULL). */
+static struct bh_type *types_arg(lua_State *L, struct bh_map *m, const char *side, uint32_t size)
+{
+	struct bh_type *t = NULL;
+
+	lua_getfield(L, 2, side);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return NULL;
+	}
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		const struct btf *btf =
+			m->parent && m->parent->obj ? bpf_object__btf(m->parent->obj) : NULL;
+
+		t = bh_type_from_spec(L, btf, lua_tostring(L, -1), "set_types");
+		lua_remove(L, -2);
+	} else if (bh_testud(L, -1, BH_TYPE_MT)) {
+		t = bh_type_check(L, -1);
+	} else {
+		luaL_error(L, "set_types map '%s': %s must be a Type or a type name, got %s", m->name,
+			   side, luaL_typename(L, -1));
+	}
+	if (t->root->size != size)
+		luaL_error(L, "set_types map '%s': %s type %s has %d bytes, the map's %ss have %d",
+			   m->name, side, t->root->cname, (int)t->root->size, side, (int)size);
+	return t;
+}
+
+/* m:set_types{key =, value =}: type a map's keys and values by hand. */
+static int map_set_types(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "set_types");
+	struct bh_type *kt, *vt;
+	int kidx;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	bh_opt_check(L, 2, "set_types", set_types_opts);
+	kt = types_arg(L, m, "key", m->key_size);
+	kidx = lua_gettop(L);
+	vt = types_arg(L, m, "value", m->value_size);
+	bh_getuv(L, 1);
+	if (vt) {
+		lua_pushvalue(L, -2);
+		lua_setfield(L, -2, "vtype");
+		m->vtype = vt;
+	}
+	if (kt) {
+		lua_pushvalue(L, kidx);
+		lua_setfield(L, -2, "ktype");
+		m->ktype = kt;
+	}
+	lua_settop(L, 1);
+	map_refresh_props(L, 1, m);
+	return 1;
+}
+
+/*
  * Called by the object (handle at idx) when it loads or closes: drop the
  * cached fd so the next call goes through map_prepare, which reports the
  * closed object or picks up the new fd and sizes.
@@ -851,6 +986,7 @@ static const luaL_Reg map_methods[] = {
 	{ "delete", map_delete },
 	{ "iterate", map_iterate },
 	{ "key_type", map_key_type },
+	{ "set_types", map_set_types },
 	{ "value_type", map_value_type },
 	{ "close", map_close },
 	{ NULL, NULL },
@@ -863,8 +999,14 @@ static const luaL_Reg iter_meta[] = {
 	{ NULL, NULL },
 };
 
+static const luaL_Reg map_funcs[] = {
+	{ "map_by_id", l_map_by_id },
+	{ NULL, NULL },
+};
+
 void bh_map_init(lua_State *L)
 {
+	bh_setfuncs(L, map_funcs, 0);
 	luaL_newmetatable(L, BH_MAP_MT);
 	bh_setfuncs(L, map_meta, 0);
 	lua_pushliteral(L, BH_MAP_MT);

@@ -396,6 +396,16 @@ static int object_programs(lua_State *L)
 	return 1;
 }
 
+/* obj:type(name): a Type from the object's BTF, or a built-in scalar. */
+static int object_type(lua_State *L)
+{
+	struct bh_object *o = object_check_op(L, 1, "type");
+	const char *name = luaL_checkstring(L, 2);
+
+	bh_type_from_spec(L, bpf_object__btf(o->obj), name, "type");
+	return 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* -- Attach -------------------------------------------------------------- */
 
@@ -461,6 +471,7 @@ static const luaL_Reg object_methods[] = {
 	{ "get_map", object_get_map },
 	{ "maps", object_maps },
 	{ "program", object_program },
+	{ "type", object_type },
 	{ "programs", object_programs },
 	{ "close", object_close },
 	{ NULL, NULL },
