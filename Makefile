@@ -48,6 +48,7 @@ LIBFLAG ?= -shared
 LDFLAGS ?=
 
 BINDINGS_SRC := $(wildcard bindings/*.c)
+LUA_SRC      := $(wildcard bindings/lua/*.lua)
 HOST_SRC     := $(wildcard host/*.c)
 BPF_SRC      := $(wildcard bpf/*.bpf.c)
 
@@ -87,6 +88,25 @@ $(O)/bindings/%.o: bindings/%.c | $(O)/bindings
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(BH_CFLAGS) -c $< -o $@
 
+# Lua parts of the module, embedded as C strings (see bindings/lualib.c).
+$(O)/bindings/lua_modules.h: $(LUA_SRC) Makefile | $(O)/bindings
+	$(call msg,GEN,$@)
+	$(Q){ for f in $(LUA_SRC); do \
+		n=$$(basename $$f .lua); \
+		printf 'static const char lua_src_%s[] =\n' "$$n"; \
+		od -An -v -tx1 $$f | sed -e 's/ /\\x/g' -e 's/^/"/' -e 's/$$/"/'; \
+		printf ';\n'; \
+	done; \
+	printf 'static const struct { const char *name; const char *src; size_t len; } lua_modules[] = {\n'; \
+	for f in $(LUA_SRC); do \
+		n=$$(basename $$f .lua); \
+		printf '\t{ "%s", lua_src_%s, sizeof(lua_src_%s) - 1 },\n' "$$n" "$$n" "$$n"; \
+	done; \
+	printf '\t{ 0, 0, 0 },\n};\n'; } > $@.tmp && mv $@.tmp $@
+
+$(O)/bindings/lualib.o: $(O)/bindings/lua_modules.h
+$(O)/bindings/lualib.o: BH_CFLAGS += -I$(O)/bindings
+
 $(O)/host/%.o: host/%.c | $(O)/host
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(BH_CFLAGS) $(LIBEDIT_CFLAGS) -Ibindings -c $< -o $@
@@ -117,6 +137,7 @@ $(O)/test_uprobe_target: spec/fixtures/uprobe_target.c | $(O)
 
 # ---- running -------------------------------------------------------------
 
+SPECS ?= spec
 BUSTED_FLAGS := --lua=$(LUA) --cpath='$(O)/lib/?.so' -o spec/support/summary.lua
 ifneq ($(shell id -u),0)
 BUSTED_FLAGS += --exclude-tags=root
@@ -129,7 +150,7 @@ test: deps
 ifneq ($(shell id -u),0)
 	@echo "make test: not root, so the #root specs (everything touching the kernel) are skipped"
 endif
-	$(Q)BPFHOST_BUILD=$(O) $(BUSTED) $(BUSTED_FLAGS) spec
+	$(Q)BPFHOST_BUILD=$(O) $(BUSTED) $(BUSTED_FLAGS) $(SPECS)
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory all

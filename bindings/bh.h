@@ -230,6 +230,7 @@ BH_LOCAL void bh_map_init(lua_State *L);
 BH_LOCAL void bh_prog_init(lua_State *L);
 BH_LOCAL void bh_link_init(lua_State *L);
 BH_LOCAL void bh_loop_init(lua_State *L);
+BH_LOCAL void bh_lualib_init(lua_State *L);
 
 /* -- Mounts and signals -------------------------------------------------- */
 
