@@ -193,6 +193,8 @@ BH_LOCAL int bh_fail(lua_State *L, const char *op, const char *what, const char 
 BH_LOCAL int bh_fail_msg(lua_State *L, const char *op, const char *what, const char *name, int err,
 			 const char *reason, const char *hint, const char *log)
 	__attribute__((noreturn));
+BH_LOCAL void bh_error_push(lua_State *L, const char *op, const char *what, const char *name,
+			   int err, const char *reason, const char *hint, const char *log);
 BH_LOCAL void bh_err_init(lua_State *L);
 BH_LOCAL void bh_log_begin(void);
 BH_LOCAL const char *bh_log_end(void);

@@ -115,8 +115,9 @@ static void setfield_str(lua_State *L, const char *k, const char *v)
 	lua_setfield(L, -2, k);
 }
 
-int bh_fail_msg(lua_State *L, const char *op, const char *what, const char *name, int err,
-		const char *reason, const char *hint, const char *log)
+/* Push the error object (see bh_fail_msg) without raising it. */
+void bh_error_push(lua_State *L, const char *op, const char *what, const char *name, int err,
+		   const char *reason, const char *hint, const char *log)
 {
 	const char *code;
 
@@ -145,6 +146,12 @@ int bh_fail_msg(lua_State *L, const char *op, const char *what, const char *name
 	setfield_str(L, "log", log);
 	luaL_getmetatable(L, BH_ERROR_MT);
 	lua_setmetatable(L, -2);
+}
+
+int bh_fail_msg(lua_State *L, const char *op, const char *what, const char *name, int err,
+		const char *reason, const char *hint, const char *log)
+{
+	bh_error_push(L, op, what, name, err, reason, hint, log);
 	lua_error(L);
 	abort(); /* not reached */
 }
