@@ -61,6 +61,7 @@ struct bh_object {
 	int loaded;
 	int busy;               /* > 0 while one of its buffers is polling */
 	char *path;             /* for messages */
+	size_t log_size;        /* first size of each program's verifier log buffer */
 };
 
 #define BH_MAP_MAGIC 0x62686d70u
@@ -85,8 +86,19 @@ struct bh_map {
 	unsigned char *kbuf;       /* scratch buffers, sized when the map is ready */
 	unsigned char *vbuf;
 	unsigned char *kbuf2;
+	unsigned special;          /* BH_MS_* for map types that are not plain key/value */
+	char *pin_path;            /* where m:pin() put it (maps without an object) */
 	char name[BPF_OBJ_NAME_LEN];
 };
+
+#define BH_MS_KEYLESS  0x01  /* queue, stack, bloom_filter: push/pop/peek/contains */
+#define BH_MS_EVENTS   0x02  /* ringbuf, user_ringbuf, perf_event_array */
+#define BH_MS_FDMAP    0x04  /* values: map handles or fds in, map ids out */
+#define BH_MS_FDPROG   0x08  /* values: program handles or fds in, program ids out */
+#define BH_MS_ARRAY    0x10  /* keys are indexes below max_entries */
+#define BH_MS_NODELETE 0x20  /* array, percpu_array: elements cannot be deleted */
+#define BH_MS_LPM      0x40  /* lpm_trie: "10.0.0.0/8" keys */
+#define BH_MS_BLOOM    0x80
 
 struct bh_prog {
 	struct bpf_program *prog;  /* borrowed from the parent object */
@@ -94,10 +106,20 @@ struct bh_prog {
 	char name[64];
 };
 
+/* What a link handle owns (link.c): a libbpf link, a bare kernel link fd, or a netlink attachment. */
+enum { BH_LINK_NONE, BH_LINK_LIBBPF, BH_LINK_FD, BH_LINK_TC, BH_LINK_XDP };
+
 struct bh_link {
-	struct bpf_link *link;     /* owned; NULL once closed */
+	struct bpf_link *link;     /* BH_LINK_LIBBPF: owned; NULL once closed */
 	char name[64];             /* program name, for messages */
 	char kind[24];             /* "tracepoint", "raw_tp", ... */
+	int impl;                  /* BH_LINK_*; BH_LINK_NONE once closed */
+	int fd;                    /* BH_LINK_FD: the link; BH_LINK_XDP: a dup of the program */
+	int ifindex;               /* tc, xdp */
+	uint32_t flags;            /* xdp: mode flags; tc: attach point */
+	uint32_t handle, priority; /* tc filter */
+	int owner;                 /* pid that attached: only it detaches at exit */
+	struct bh_link *next;      /* netlink attachments, detached at exit */
 };
 
 /* -- Codec (codec.c) ----------------------------------------------------- */
@@ -212,6 +234,9 @@ BH_LOCAL int bh_opt_bool(lua_State *L, int idx, const char *field, int def);
 
 BH_LOCAL struct bh_object *bh_object_check(lua_State *L, int idx);
 BH_LOCAL struct bh_map *bh_map_check(lua_State *L, int idx);
+/* The map payload at idx, or NULL when it is not a map handle (no readiness check). */
+BH_LOCAL struct bh_map *bh_map_testud(lua_State *L, int idx);
+BH_LOCAL const char *bh_map_type_name(uint32_t type);
 BH_LOCAL struct bh_prog *bh_prog_check(lua_State *L, int idx);
 
 /* Push a map handle for an object's map; the object is at index objidx. */
@@ -224,6 +249,17 @@ BH_LOCAL void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog);
 BH_LOCAL void bh_link_push(lua_State *L, int objidx, struct bpf_link *link, const char *name,
 			   const char *kind);
 BH_LOCAL int bh_link_close_ud(lua_State *L, int idx);
+/* Push a closed link handle kept by the object at objidx; the caller then acquires what it owns. */
+BH_LOCAL struct bh_link *bh_link_new(lua_State *L, int objidx, const char *name, const char *kind);
+/* A netlink attachment (tc filter, xdp without a link) is detached at exit too. */
+BH_LOCAL void bh_link_track(struct bh_link *l);
+/* Push the globals view of section (".bss", ".data.x") of the object at objidx. */
+BH_LOCAL void bh_globals_push(lua_State *L, int objidx, const char *section, const char *op);
+BH_LOCAL void bh_globals_init(lua_State *L);
+/* Push table kind ("reuse", "inner", "target") of pre-load settings of the object at objidx. */
+BH_LOCAL void bh_object_cfg(lua_State *L, int objidx, const char *kind);
+/* Pre-load map methods (mapcfg.c), registered into the map methods table at -1. */
+BH_LOCAL void bh_mapcfg_register(lua_State *L);
 /* lua_CFunction: attach the program at 1 by SEC(); nil when SEC() names no target. */
 BH_LOCAL int bh_prog_attach_pcall(lua_State *L);
 

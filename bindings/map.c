@@ -1,15 +1,21 @@
 /* map.c: bpfhost.map, map handles and their operations. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "bh.h"
 
-#define ITER_MAGIC 0x62686974u
+#define ITER_MAGIC  0x62686974u
+#define PROXY_MAGIC 0x62687078u
+#define BPF_FS_MAGIC_ 0xcafe4a11
 
 /* ------------------------------------------------------------------------ */
-/* -- Checking ------------------------------------------------------------ */
+/* -- Map types ----------------------------------------------------------- */
 
 static int map_is_percpu(uint32_t type)
 {
@@ -17,12 +23,59 @@ static int map_is_percpu(uint32_t type)
 	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
-static const char *map_type_name(uint32_t type)
+static unsigned special_of(uint32_t type)
+{
+	switch (type) {
+	case BPF_MAP_TYPE_QUEUE:
+	case BPF_MAP_TYPE_STACK:
+		return BH_MS_KEYLESS;
+	case BPF_MAP_TYPE_BLOOM_FILTER:
+		return BH_MS_KEYLESS | BH_MS_BLOOM;
+	case BPF_MAP_TYPE_RINGBUF:
+	case BPF_MAP_TYPE_USER_RINGBUF:
+		return BH_MS_EVENTS;
+	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+		return BH_MS_EVENTS | BH_MS_ARRAY;
+	case BPF_MAP_TYPE_ARRAY:
+	case BPF_MAP_TYPE_PERCPU_ARRAY:
+		return BH_MS_ARRAY | BH_MS_NODELETE;
+	case BPF_MAP_TYPE_ARRAY_OF_MAPS:
+		return BH_MS_ARRAY | BH_MS_FDMAP;
+	case BPF_MAP_TYPE_HASH_OF_MAPS:
+		return BH_MS_FDMAP;
+	case BPF_MAP_TYPE_PROG_ARRAY:
+		return BH_MS_ARRAY | BH_MS_FDPROG;
+	case BPF_MAP_TYPE_LPM_TRIE:
+		return BH_MS_LPM;
+	}
+	return 0;
+}
+
+const char *bh_map_type_name(uint32_t type)
 {
 	const char *s = libbpf_bpf_map_type_str((enum bpf_map_type)type);
 
 	return s ? s : "unknown";
 }
+
+#define map_type_name bh_map_type_name
+
+/* The map type named s ("hash", "lru_percpu_hash", ...), or -1. */
+static int map_type_by_name(const char *s)
+{
+	int t;
+
+	for (t = 0; t < 64; t++) {
+		const char *n = libbpf_bpf_map_type_str((enum bpf_map_type)t);
+
+		if (n && !strcmp(n, s))
+			return t;
+	}
+	return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Checking ------------------------------------------------------------ */
 
 static __attribute__((noinline, noreturn)) void map_badself(lua_State *L, const char *op)
 {
@@ -33,14 +86,19 @@ static __attribute__((noinline, noreturn)) void map_badself(lua_State *L, const 
 	abort();
 }
 
-static struct bh_map *map_toud(lua_State *L, int idx)
+static inline struct bh_map *map_toud(lua_State *L, int idx)
 {
 	struct bh_map *m = lua_touserdata(L, idx);
 
-	if (!m || lua_type(L, idx) != LUA_TUSERDATA || bh_rawlen(L, idx) != sizeof(*m) ||
-	    m->magic != BH_MAP_MAGIC)
+	/* light userdata has length 0, so the size test also rules it out */
+	if (!m || bh_rawlen(L, idx) != sizeof(*m) || m->magic != BH_MAP_MAGIC)
 		return NULL;
 	return m;
+}
+
+struct bh_map *bh_map_testud(lua_State *L, int idx)
+{
+	return map_toud(L, idx);
 }
 
 static void map_refresh_props(lua_State *L, int idx, struct bh_map *m);
@@ -55,6 +113,7 @@ static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf 
 {
 	size_t total;
 
+	m->special = special_of(m->type);
 	m->ncpus = 0;
 	m->value_bufsz = m->value_size;
 	if (map_is_percpu(m->type)) {
@@ -78,7 +137,7 @@ static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf 
 	else
 		m->ktype = bh_type_raw(L, m->key_size);
 	lua_setfield(L, -2, "ktype");
-	if (btf && vid)
+	if (btf && vid && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG)))
 		m->vtype = bh_type_new(L, btf, vid);
 	else
 		m->vtype = bh_type_raw(L, m->value_size);
@@ -99,9 +158,7 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 	const struct btf *btf;
 	int fd;
 
-	if (m->closed)
-		luaL_error(L, "%s map '%s': map is closed", op, m->name);
-	if (!m->map)
+	if (m->closed || !m->map)
 		luaL_error(L, "%s map '%s': map is closed", op, m->name);
 	if (m->parent && !m->parent->obj)
 		luaL_error(L, "%s map '%s': its object is closed", op, m->name);
@@ -124,11 +181,6 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 	map_refresh_props(L, idx, m);
 }
 
-static void map_prepare(lua_State *L, struct bh_map *m, const char *op)
-{
-	map_prepare_at(L, 1, m, op);
-}
-
 static inline struct bh_map *map_self(lua_State *L, const char *op)
 {
 	struct bh_map *m = map_toud(L, 1);
@@ -136,7 +188,7 @@ static inline struct bh_map *map_self(lua_State *L, const char *op)
 	if (unlikely(!m))
 		map_badself(L, op);
 	if (unlikely(m->fd < 0))
-		map_prepare(L, m, op);
+		map_prepare_at(L, 1, m, op);
 	return m;
 }
 
@@ -150,10 +202,30 @@ struct bh_map *bh_map_check(lua_State *L, int idx)
 
 		luaL_argerror(L, idx, msg);
 	}
-	if (m->fd < 0) {
+	if (m->fd < 0)
 		map_prepare_at(L, idx, m, "use");
-	}
 	return m;
+}
+
+/* Refuse an operation the map's type does not have, pointing at the right one. */
+static __attribute__((noinline)) void map_refuse(lua_State *L, struct bh_map *m, const char *op)
+{
+	const char *t = map_type_name(m->type);
+
+	if (m->special & BH_MS_EVENTS)
+		luaL_error(L, "%s map '%s': a %s map is read with %s, not with map operations", op,
+			   m->name, t,
+			   m->type == BPF_MAP_TYPE_RINGBUF	 ? "bpf.ringbuf(map)" :
+			   m->type == BPF_MAP_TYPE_USER_RINGBUF ? "bpf.user_ringbuf(map)" :
+								  "bpf.perfbuf(map)");
+	if (m->special & BH_MS_BLOOM)
+		luaL_error(L, "%s map '%s': a bloom_filter map has no keys (use m:push(v), "
+			      "m:contains(v))",
+			   op, m->name);
+	if (m->special & BH_MS_KEYLESS)
+		luaL_error(L, "%s map '%s': a %s map has no keys (use m:push(v), m:pop(), m:peek())",
+			   op, m->name, t);
+	luaL_error(L, "%s map '%s': not supported by a %s map", op, m->name, t);
 }
 
 static inline void cctx_init(struct bh_cctx *c, lua_State *L, const char *op, struct bh_map *m,
@@ -193,7 +265,7 @@ static uint64_t parse_flags(lua_State *L, int idx, const char *op, struct bh_map
 	case LUA_TNUMBER: {
 		lua_Number d = lua_tonumber(L, idx);
 
-		if (d < 0 || d != (lua_Number)(uint64_t)d)
+		if (d < 0 || d >= 18446744073709551616.0 || d != (lua_Number)(uint64_t)d)
 			luaL_error(L, "%s map '%s': flags must be a name or a non-negative integer",
 				   op, m->name);
 		return (uint64_t)d;
@@ -255,6 +327,126 @@ static uint64_t parse_opts(lua_State *L, int idx, const char *op, struct bh_map 
 }
 
 /* ------------------------------------------------------------------------ */
+/* -- LPM trie keys ------------------------------------------------------- */
+
+/*
+ * "10.1.0.0/16" or "2001:db8::/32" into prefixlen (host order u32) and the
+ * address bytes; *alen is 4 or 16. Returns 0, or -1 with why in err.
+ */
+static int parse_cidr(const char *s, uint32_t *plen, unsigned char addr[16], size_t *alen,
+		      const char **why)
+{
+	char buf[64];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned long pl;
+	char *end;
+
+	if (n == 0 || n >= sizeof(buf)) {
+		*why = "is not an address";
+		return -1;
+	}
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, addr) == 1) {
+		*alen = 4;
+	} else if (inet_pton(AF_INET6, buf, addr) == 1) {
+		*alen = 16;
+	} else {
+		*why = "is not an IPv4 or IPv6 address";
+		return -1;
+	}
+	if (!slash) {
+		*plen = (uint32_t)(*alen * 8);
+		return 0;
+	}
+	pl = strtoul(slash + 1, &end, 10);
+	if (end == slash + 1 || *end || pl > *alen * 8) {
+		*why = *alen == 4 ? "has a bad prefix length (0..32)" :
+				    "has a bad prefix length (0..128)";
+		return -1;
+	}
+	*plen = (uint32_t)pl;
+	return 0;
+}
+
+/* bpf.lpm_key("10.1.0.0/16") -> {prefixlen = 16, data = "\10\1\0\0"} */
+static int l_lpm_key(lua_State *L)
+{
+	const char *s = luaL_checkstring(L, 1);
+	unsigned char addr[16];
+	const char *why;
+	uint32_t plen;
+	size_t alen;
+
+	if (parse_cidr(s, &plen, addr, &alen, &why))
+		luaL_error(L, "lpm_key: '%s' %s", s, why);
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, plen);
+	lua_setfield(L, -2, "prefixlen");
+	lua_pushlstring(L, (const char *)addr, alen);
+	lua_setfield(L, -2, "data");
+	return 1;
+}
+
+/*
+ * An LPM key given as a CIDR string, or as {prefixlen =, data =} to a map
+ * without key BTF: packed as the kernel's struct bpf_lpm_trie_key (u32
+ * prefixlen, then the address bytes). Returns 1 if it handled the key.
+ */
+static int lpm_enc_key(lua_State *L, struct bh_map *m, const char *op, int idx, unsigned char *dst)
+{
+	unsigned char addr[16];
+	uint32_t plen;
+	size_t alen;
+	const char *why;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		const char *s = lua_tostring(L, idx);
+
+		if (m->ktype->root->kind == BH_K_RAW && bh_rawlen(L, idx) == m->key_size &&
+		    !strchr(s, '/') && !strchr(s, '.') && !strchr(s, ':'))
+			return 0; /* exact-size raw bytes */
+		if (parse_cidr(s, &plen, addr, &alen, &why))
+			luaL_error(L, "%s map '%s': key: '%s' %s", op, m->name, s, why);
+	} else if (lua_type(L, idx) == LUA_TTABLE && m->ktype->root->kind == BH_K_RAW) {
+		size_t n;
+		const char *d;
+		lua_Number pl;
+
+		lua_getfield(L, idx, "prefixlen");
+		lua_getfield(L, idx, "data");
+		if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "%s map '%s': key: an LPM key is {prefixlen = n, data = bytes} "
+				      "or a string like \"10.0.0.0/8\"",
+				   op, m->name);
+		pl = lua_tonumber(L, -2);
+		d = lua_tolstring(L, -1, &n);
+		if (n != m->key_size - 4)
+			luaL_error(L, "%s map '%s': key.data: %d bytes given, the map's keys hold %d",
+				   op, m->name, (int)n, (int)m->key_size - 4);
+		if (pl < 0 || pl > n * 8 || pl != (lua_Number)(uint32_t)pl)
+			luaL_error(L, "%s map '%s': key.prefixlen: must be an integer 0..%d", op,
+				   m->name, (int)n * 8);
+		plen = (uint32_t)pl;
+		memcpy(dst, &plen, 4);
+		memcpy(dst + 4, d, n);
+		lua_pop(L, 2);
+		return 1;
+	} else {
+		return 0;
+	}
+	if (alen + 4 != m->key_size)
+		luaL_error(L, "%s map '%s': key: '%s' is an IPv%d prefix, the map's keys hold %d "
+			      "address bytes",
+			   op, m->name, lua_tostring(L, idx), alen == 4 ? 4 : 6, (int)m->key_size - 4);
+	memset(dst, 0, m->key_size);
+	memcpy(dst, &plen, 4);
+	memcpy(dst + 4, addr, alen);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
 /* -- Encode / decode through the map's plans ----------------------------- */
 
 static void raw_plan(struct bh_plan *p, uint32_t size)
@@ -266,12 +458,43 @@ static void raw_plan(struct bh_plan *p, uint32_t size)
 	p->cname = "raw bytes";
 }
 
+static __attribute__((noinline)) void map_enc_key_special(lua_State *L, struct bh_map *m,
+							  const char *op, int idx, void *dst,
+							  int raw)
+{
+	struct bh_cctx c;
+	struct bh_plan rp;
+	uint32_t i;
+
+	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
+		map_refuse(L, m, op);
+	if ((m->special & BH_MS_LPM) && !raw && lpm_enc_key(L, m, op, idx, dst))
+		return;
+	cctx_init(&c, L, op, m, "key");
+	if (raw) {
+		raw_plan(&rp, m->key_size);
+		bh_encode(&c, &rp, idx, dst);
+	} else {
+		bh_encode(&c, m->ktype->root, idx, dst);
+	}
+	if ((m->special & BH_MS_ARRAY) && m->key_size == 4) {
+		memcpy(&i, dst, 4);
+		if (i >= m->max_entries)
+			luaL_error(L, "%s map '%s': key: index %u is out of range (0..%u)", op,
+				   m->name, i, m->max_entries - 1);
+	}
+}
+
 static inline void map_enc_key(lua_State *L, struct bh_map *m, const char *op, int idx, void *dst,
 			       int raw)
 {
 	struct bh_cctx c;
 	struct bh_plan rp;
 
+	if (unlikely(m->special)) {
+		map_enc_key_special(L, m, op, idx, dst, raw);
+		return;
+	}
 	cctx_init(&c, L, op, m, "key");
 	if (unlikely(raw)) {
 		raw_plan(&rp, m->key_size);
@@ -279,6 +502,40 @@ static inline void map_enc_key(lua_State *L, struct bh_map *m, const char *op, i
 	} else {
 		bh_encode(&c, m->ktype->root, idx, dst);
 	}
+}
+
+/* A map-in-map or prog_array value: a handle (its fd) or an fd number. */
+static void enc_fd_value(lua_State *L, struct bh_map *m, const char *op, int idx, void *dst)
+{
+	struct bh_map *inner = map_toud(L, idx);
+	uint32_t fd;
+
+	if (inner && (m->special & BH_MS_FDMAP)) {
+		if (inner->fd < 0)
+			map_prepare_at(L, idx, inner, op);
+		fd = (uint32_t)inner->fd;
+	} else if ((m->special & BH_MS_FDPROG) && bh_testud(L, idx, BH_PROG_MT)) {
+		struct bh_prog *p = bh_prog_check(L, idx);
+		int pfd = p->prog ? bpf_program__fd(p->prog) : -1;
+
+		if (pfd < 0)
+			luaL_error(L, "%s map '%s': value: program '%s' is not loaded", op, m->name,
+				   p->name);
+		fd = (uint32_t)pfd;
+	} else if (lua_type(L, idx) == LUA_TNUMBER) {
+		lua_Number d = lua_tonumber(L, idx);
+
+		if (d < 0 || d > 2147483647.0 || d != (lua_Number)(int)d)
+			luaL_error(L, "%s map '%s': value: %s is not a file descriptor", op, m->name,
+				   lua_tostring(L, idx));
+		fd = (uint32_t)d;
+	} else {
+		luaL_error(L, "%s map '%s': value: expected a %s handle or an fd, got %s", op,
+			   m->name, (m->special & BH_MS_FDMAP) ? "map" : "program",
+			   luaL_typename(L, idx));
+		return;
+	}
+	memcpy(dst, &fd, 4);
 }
 
 static inline void map_enc_value(lua_State *L, struct bh_map *m, const char *op, int idx, int raw)
@@ -290,11 +547,25 @@ static inline void map_enc_value(lua_State *L, struct bh_map *m, const char *op,
 	if (unlikely(raw)) {
 		raw_plan(&rp, m->ncpus ? m->value_bufsz : m->value_size);
 		bh_encode(&c, &rp, idx, m->vbuf);
+	} else if (unlikely(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) {
+		enc_fd_value(L, m, op, idx, m->vbuf);
 	} else if (m->ncpus) {
 		bh_encode_percpu(&c, m->vtype->root, idx, m->vbuf, m->ncpus);
 	} else {
 		bh_encode(&c, m->vtype->root, idx, m->vbuf);
 	}
+}
+
+static void lpm_dec_raw(lua_State *L, struct bh_map *m, const unsigned char *src)
+{
+	uint32_t plen;
+
+	memcpy(&plen, src, 4);
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, plen);
+	lua_setfield(L, -2, "prefixlen");
+	lua_pushlstring(L, (const char *)src + 4, m->key_size - 4);
+	lua_setfield(L, -2, "data");
 }
 
 static inline void map_dec_key(lua_State *L, struct bh_map *m, const void *src, int raw)
@@ -304,6 +575,9 @@ static inline void map_dec_key(lua_State *L, struct bh_map *m, const void *src, 
 	cctx_init(&c, L, "decode", m, "key");
 	if (unlikely(raw))
 		lua_pushlstring(L, src, m->key_size);
+	else if (unlikely((m->special & BH_MS_LPM) && m->ktype->root->kind == BH_K_RAW &&
+			  m->key_size > 4))
+		lpm_dec_raw(L, m, src);
 	else
 		bh_decode(&c, m->ktype->root, src);
 }
@@ -313,27 +587,45 @@ static inline void map_dec_value(lua_State *L, struct bh_map *m, const void *src
 	struct bh_cctx c;
 
 	cctx_init(&c, L, "decode", m, "value");
-	if (unlikely(raw))
+	if (unlikely(raw)) {
 		lua_pushlstring(L, src, m->ncpus ? m->value_bufsz : m->value_size);
-	else if (m->ncpus)
+	} else if (unlikely(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) {
+		uint32_t id;
+
+		memcpy(&id, src, 4);
+		lua_pushinteger(L, id);
+	} else if (m->ncpus) {
 		bh_decode_percpu(&c, m->vtype->root, src, m->ncpus);
-	else
+	} else {
 		bh_decode(&c, m->vtype->root, src);
+	}
 }
 
 static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh_map *m,
 							 const char *op, int err)
 {
-	if (err == EINVAL && op && !strcmp(op, "delete") &&
-	    (m->type == BPF_MAP_TYPE_ARRAY || m->type == BPF_MAP_TYPE_PERCPU_ARRAY))
+	char hint[160];
+
+	if (err == E2BIG && !strcmp(op, "update")) {
+		snprintf(hint, sizeof(hint),
+			 "max_entries is %u; delete entries first, or raise max_entries before load",
+			 m->max_entries);
+		bh_fail_msg(L, op, "map", m->name, err, "map is full", hint, NULL);
+	}
+	if (err == E2BIG && !strcmp(op, "push"))
+		bh_fail_msg(L, op, "map", m->name, err, "map is full",
+			    "push(v, \"exist\") overwrites the oldest element", NULL);
+	if (err == EINVAL && !strcmp(op, "update") && (m->special & (BH_MS_FDMAP | BH_MS_FDPROG)))
 		bh_fail_msg(L, op, "map", m->name, err,
-			    "array elements cannot be deleted (update them to zero instead)", NULL,
-			    NULL);
+			    (m->special & BH_MS_FDMAP) ?
+				    "the map does not match the inner map's definition" :
+				    "the program cannot go in this prog_array (type or attach mismatch)",
+			    NULL, NULL);
 	bh_fail(L, op, "map", m->name, err, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
-/* -- Operations ---------------------------------------------------------- */
+/* -- Single-element operations ------------------------------------------- */
 
 static int map_lookup(lua_State *L)
 {
@@ -391,6 +683,10 @@ static int map_delete(lua_State *L)
 
 	if (unlikely(lua_gettop(L) > 2))
 		parse_opts(L, 3, "delete", m, &raw);
+	if (unlikely(m->special & BH_MS_NODELETE))
+		luaL_error(L, "delete map '%s': array elements cannot be deleted (update them to "
+			      "zero, or m:clear() them all)",
+			   m->name);
 	map_enc_key(L, m, "delete", 2, m->kbuf, raw);
 	err = bpf_map_delete_elem(m->fd, m->kbuf);
 	if (unlikely(err)) {
@@ -405,19 +701,108 @@ static int map_delete(lua_State *L)
 	return 1;
 }
 
-static int map_key_type(lua_State *L)
+static int map_lookup_and_delete(lua_State *L)
 {
-	map_self(L, "key_type");
-	bh_getuv(L, 1);
-	lua_getfield(L, -1, "ktype");
+	struct bh_map *m = map_self(L, "lookup_and_delete");
+	uint64_t flags = 0;
+	int raw = 0, err;
+
+	if (lua_gettop(L) > 2)
+		flags = parse_opts(L, 3, "lookup_and_delete", m, &raw);
+	if (m->special & BH_MS_NODELETE)
+		luaL_error(L, "lookup_and_delete map '%s': array elements cannot be deleted",
+			   m->name);
+	map_enc_key(L, m, "lookup_and_delete", 2, m->kbuf, raw);
+	err = bpf_map_lookup_and_delete_elem_flags(m->fd, m->kbuf, m->vbuf, flags);
+	if (err) {
+		err = errno;
+		if (err == ENOENT) {
+			lua_pushnil(L);
+			return 1;
+		}
+		map_fail(L, m, "lookup_and_delete", err);
+	}
+	map_dec_value(L, m, m->vbuf, raw);
 	return 1;
 }
 
-static int map_value_type(lua_State *L)
+/* queue, stack and bloom filter: values without keys */
+static struct bh_map *keyless_self(lua_State *L, const char *op, int bloom_ok, int queue_ok)
 {
-	map_self(L, "value_type");
-	bh_getuv(L, 1);
-	lua_getfield(L, -1, "vtype");
+	struct bh_map *m = map_self(L, op);
+	int bloom = !!(m->special & BH_MS_BLOOM);
+
+	if (!(m->special & BH_MS_KEYLESS))
+		luaL_error(L, "%s map '%s': only queue, stack and bloom_filter maps have %s (this "
+			      "is a %s map)",
+			   op, m->name, op, map_type_name(m->type));
+	if ((bloom && !bloom_ok) || (!bloom && !queue_ok))
+		map_refuse(L, m, op);
+	return m;
+}
+
+static int map_push(lua_State *L)
+{
+	struct bh_map *m = keyless_self(L, "push", 1, 1);
+	uint64_t flags;
+	int err;
+
+	if (lua_isnoneornil(L, 2))
+		luaL_error(L, "push map '%s': value missing", m->name);
+	flags = parse_flags(L, 3, "push", m);
+	if (flags & ~(uint64_t)(BPF_EXIST | BPF_ANY))
+		luaL_error(L, "push map '%s': flags are \"any\" or \"exist\" (overwrite the oldest)",
+			   m->name);
+	map_enc_value(L, m, "push", 2, 0);
+	err = bpf_map_update_elem(m->fd, NULL, m->vbuf, flags);
+	if (err)
+		map_fail(L, m, "push", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int keyless_get(lua_State *L, const char *op, int del)
+{
+	struct bh_map *m = keyless_self(L, op, 0, 1);
+	int err;
+
+	err = del ? bpf_map_lookup_and_delete_elem(m->fd, NULL, m->vbuf)
+		  : bpf_map_lookup_elem(m->fd, NULL, m->vbuf);
+	if (err) {
+		err = errno;
+		if (err == ENOENT) {
+			lua_pushnil(L);
+			return 1;
+		}
+		map_fail(L, m, op, err);
+	}
+	map_dec_value(L, m, m->vbuf, 0);
+	return 1;
+}
+
+static int map_pop(lua_State *L)
+{
+	return keyless_get(L, "pop", 1);
+}
+
+static int map_peek(lua_State *L)
+{
+	return keyless_get(L, "peek", 0);
+}
+
+static int map_contains(lua_State *L)
+{
+	struct bh_map *m = keyless_self(L, "contains", 1, 0);
+	int err;
+
+	map_enc_value(L, m, "contains", 2, 0);
+	err = bpf_map_lookup_elem(m->fd, NULL, m->vbuf);
+	if (err) {
+		err = errno;
+		if (err != ENOENT)
+			map_fail(L, m, "contains", err);
+	}
+	lua_pushboolean(L, err == 0);
 	return 1;
 }
 
@@ -431,13 +816,16 @@ static int map_value_type(lua_State *L)
  * cursor: every bucket is visited once, so no key is yielded twice and the
  * walk ends whatever other writers do. Elsewhere it falls back to
  * get_next_key, and stops (complete = false) instead of restarting when the
- * key it stands on was deleted under it.
+ * key it stands on was deleted under it. A drain uses the same machinery
+ * with BPF_MAP_LOOKUP_AND_DELETE_BATCH (each element read and deleted under
+ * its bucket lock: nothing is lost between the two).
  */
 struct bh_iter {
 	uint32_t magic;
 	struct bh_map *m;         /* kept alive by the uservalue */
 	int mode;                 /* ITER_BATCH, ITER_NEXTKEY */
-	int eof, done, complete, started, raw, have_prev;
+	int eof, done, complete, started, raw, have_prev, drain;
+	const char *op;
 	uint32_t chunk, n, pos;
 	uint32_t kstride, vstride;
 	uint64_t yielded;
@@ -467,10 +855,10 @@ static int iter_alloc(struct bh_iter *it, uint32_t chunk)
 
 	if (!p)
 		return -ENOMEM;
-	/* keep cursors across a regrow */
 	q = p + chunk * (size_t)it->kstride + chunk * (size_t)it->vstride;
 	q = (unsigned char *)(((uintptr_t)q + 7) & ~(uintptr_t)7);
 	if (it->keys) {
+		/* keep the cursors across a regrow */
 		memcpy(q, it->cur_in, 4 * cs);
 		free(it->keys);
 	}
@@ -493,6 +881,11 @@ static struct bh_iter *iter_check(lua_State *L, int idx)
 	return it;
 }
 
+static int batch_unsupported(int err)
+{
+	return err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */;
+}
+
 static void iter_fill_batch(lua_State *L, struct bh_iter *it)
 {
 	struct bh_map *m = it->m;
@@ -502,8 +895,13 @@ static void iter_fill_batch(lua_State *L, struct bh_iter *it)
 
 	for (;;) {
 		count = it->chunk;
-		err = bpf_map_lookup_batch(m->fd, it->started ? it->cur_in : NULL, it->cur_out,
-					   it->keys, it->vals, &count, &opts);
+		if (it->drain)
+			err = bpf_map_lookup_and_delete_batch(m->fd, it->started ? it->cur_in : NULL,
+							      it->cur_out, it->keys, it->vals,
+							      &count, &opts);
+		else
+			err = bpf_map_lookup_batch(m->fd, it->started ? it->cur_in : NULL,
+						   it->cur_out, it->keys, it->vals, &count, &opts);
 		if (!err)
 			break;
 		err = errno;
@@ -512,17 +910,17 @@ static void iter_fill_batch(lua_State *L, struct bh_iter *it)
 			break;
 		}
 		if (err == ENOSPC && count == 0 && it->chunk < ITER_CHUNK_MAX) {
+			/* one bucket holds more than a chunk: grow and retry */
 			if (iter_alloc(it, it->chunk * 2))
-				bh_fail(L, "iterate", "map", m->name, ENOMEM, NULL, NULL);
+				bh_fail(L, it->op, "map", m->name, ENOMEM, NULL, NULL);
 			continue;
 		}
-		if (!it->started && (err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP ||
-				     err == 524 /* ENOTSUPP */)) {
+		if (!it->started && batch_unsupported(err)) {
 			it->mode = ITER_NEXTKEY;
 			it->n = 0;
 			return;
 		}
-		bh_fail(L, "iterate", "map", m->name, err, NULL, NULL);
+		bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
 	}
 	it->started = 1;
 	memcpy(it->cur_in, it->cur_out, m->key_size > 8 ? m->key_size : 8);
@@ -537,38 +935,52 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 	int err;
 
 	while (count < it->chunk) {
-		if (it->have_prev) {
+		unsigned char *val = it->vals + (size_t)count * it->vstride;
+
+		if (it->have_prev && !it->drain) {
 			/* stand on a key that still exists, or stop: never restart */
-			if (bpf_map_lookup_elem(m->fd, it->prev, it->vals) && errno == ENOENT) {
+			if (bpf_map_lookup_elem(m->fd, it->prev, m->vbuf) && errno == ENOENT) {
 				it->complete = 0;
-				it->eof = it->done = 1;
+				it->eof = 1;
 				break;
 			}
 		}
-		err = bpf_map_get_next_key(m->fd, it->have_prev ? it->prev : NULL, it->next);
+		/* a drain deletes what it read, so it always takes the first key */
+		err = bpf_map_get_next_key(m->fd, it->have_prev && !it->drain ? it->prev : NULL,
+					   it->next);
 		if (err) {
 			err = errno;
 			if (err == ENOENT) {
 				it->eof = 1;
 				break;
 			}
-			bh_fail(L, "iterate", "map", m->name, err, NULL, NULL);
+			bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
 		}
 		memcpy(it->prev, it->next, m->key_size);
 		it->have_prev = 1;
-		if (bpf_map_lookup_elem(m->fd, it->next,
-					it->vals + (size_t)count * it->vstride)) {
+		if (it->drain) {
+			err = bpf_map_lookup_and_delete_elem(m->fd, it->next, val);
+			if (err && batch_unsupported(errno)) {
+				/* no atomic lookup-and-delete for this type: read, then delete */
+				err = bpf_map_lookup_elem(m->fd, it->next, val);
+				if (!err && bpf_map_delete_elem(m->fd, it->next) && errno != ENOENT)
+					bh_fail(L, it->op, "map", m->name, errno, NULL, NULL);
+			}
+		} else {
+			err = bpf_map_lookup_elem(m->fd, it->next, val);
+		}
+		if (err) {
 			err = errno;
 			if (err == ENOENT)
 				continue; /* deleted between the two calls: skip it */
-			bh_fail(L, "iterate", "map", m->name, err, NULL, NULL);
+			bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
 		}
 		memcpy(it->keys + (size_t)count * it->kstride, it->next, m->key_size);
 		count++;
 		if (it->yielded + count > (uint64_t)m->max_entries * 4 + 1024) {
 			/* a writer keeps adding behind us faster than we read */
 			it->complete = 0;
-			it->eof = it->done = 1;
+			it->eof = 1;
 			break;
 		}
 	}
@@ -577,26 +989,37 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 	it->pos = 0;
 }
 
+/* Fetch the next chunk; returns how many elements it holds (0: the end). */
+static uint32_t iter_fill(lua_State *L, struct bh_iter *it)
+{
+	struct bh_map *m = it->m;
+
+	it->n = it->pos = 0;
+	if (it->eof || it->done)
+		return 0;
+	if (m->fd < 0)
+		luaL_error(L, "%s map '%s': map was closed during iteration", it->op, m->name);
+	if (it->mode == ITER_BATCH)
+		iter_fill_batch(L, it);
+	if (it->mode == ITER_NEXTKEY)
+		iter_fill_nextkey(L, it);
+	return it->n;
+}
+
+static void iter_finish(struct bh_iter *it)
+{
+	it->done = 1;
+	iter_free(it);
+}
+
 static int iter_next(lua_State *L)
 {
 	struct bh_iter *it = iter_check(L, 1);
 	struct bh_map *m = it->m;
 
 	if (it->pos >= it->n) {
-		if (it->eof || it->done) {
-			it->done = 1;
-			iter_free(it);
-			return 0;
-		}
-		if (m->fd < 0)
-			luaL_error(L, "iterate map '%s': map was closed during iteration", m->name);
-		if (it->mode == ITER_BATCH)
-			iter_fill_batch(L, it);
-		if (it->mode == ITER_NEXTKEY)
-			iter_fill_nextkey(L, it);
-		if (it->n == 0) {
-			it->done = 1;
-			iter_free(it);
+		if (!iter_fill(L, it)) {
+			iter_finish(it);
 			return 0;
 		}
 	}
@@ -632,41 +1055,58 @@ static int iter_index(lua_State *L)
 	return 1;
 }
 
+static int iter_tostring(lua_State *L)
+{
+	struct bh_iter *it = iter_check(L, 1);
+
+	lua_pushfstring(L, "%s of map '%s': %d seen%s", it->drain ? "drain" : "iteration",
+			it->m->name, (int)it->yielded,
+			it->done ? (it->complete ? ", complete" : ", incomplete") : "");
+	return 1;
+}
+
 static const char *const iterate_opts[] = { "raw", "chunk", NULL };
 
-static int map_iterate(lua_State *L)
+/*
+ * Push a new iterator userdata over the map at index 1 (which it keeps
+ * alive). opts at optidx (may be none).
+ */
+static struct bh_iter *iter_new(lua_State *L, struct bh_map *m, const char *op, int optidx,
+				int drain)
 {
-	struct bh_map *m = map_self(L, "iterate");
 	struct bh_iter *it;
 	uint32_t chunk = 1024;
 
-	bh_opt_check(L, 2, "iterate", iterate_opts);
-	if (lua_istable(L, 2)) {
-		lua_getfield(L, 2, "chunk");
-		if (!lua_isnil(L, -1)) {
-			lua_Number d = lua_tonumber(L, -1);
+	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
+		map_refuse(L, m, op);
+	if (drain && (m->special & BH_MS_NODELETE))
+		luaL_error(L, "%s map '%s': array elements cannot be deleted (m:clear() zeroes them)",
+			   op, m->name);
+	if (optidx) {
+		bh_opt_check(L, optidx, op, iterate_opts);
+		if (lua_istable(L, optidx)) {
+			lua_getfield(L, optidx, "chunk");
+			if (!lua_isnil(L, -1)) {
+				lua_Number d = lua_tonumber(L, -1);
 
-			if (d < 1 || d > ITER_CHUNK_MAX || d != (lua_Number)(uint32_t)d)
-				luaL_error(L, "iterate map '%s': chunk must be an integer 1..%d",
-					   m->name, ITER_CHUNK_MAX);
-			chunk = (uint32_t)d;
+				if (d < 1 || d > ITER_CHUNK_MAX || d != (lua_Number)(uint32_t)d)
+					luaL_error(L, "%s map '%s': chunk must be an integer 1..%d",
+						   op, m->name, ITER_CHUNK_MAX);
+				chunk = (uint32_t)d;
+			}
+			lua_pop(L, 1);
 		}
-		lua_pop(L, 1);
 	}
-	if (m->type == BPF_MAP_TYPE_RINGBUF || m->type == BPF_MAP_TYPE_USER_RINGBUF ||
-	    m->type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || m->type == BPF_MAP_TYPE_QUEUE ||
-	    m->type == BPF_MAP_TYPE_STACK || m->type == BPF_MAP_TYPE_BLOOM_FILTER)
-		luaL_error(L, "iterate map '%s': a %s map has no keys to iterate", m->name,
-			   map_type_name(m->type));
 	if (chunk > m->max_entries && m->max_entries >= ITER_CHUNK_MIN)
 		chunk = m->max_entries;
-	lua_pushcfunction(L, iter_next);
 	it = bh_newud(L, sizeof(*it));
 	memset(it, 0, sizeof(*it));
 	it->magic = ITER_MAGIC;
 	it->m = m;
+	it->op = op;
+	it->drain = drain;
 	it->complete = 1;
-	it->raw = bh_opt_bool(L, 2, "raw", 0);
+	it->raw = optidx ? bh_opt_bool(L, optidx, "raw", 0) : 0;
 	/* the kernel's batch layout: packed keys, packed values (per-CPU: value_bufsz) */
 	it->kstride = m->key_size;
 	it->vstride = m->ncpus ? m->value_bufsz : m->value_size;
@@ -678,9 +1118,742 @@ static int map_iterate(lua_State *L)
 	lua_rawseti(L, -2, 1);
 	bh_setuv(L, -2);
 	if (iter_alloc(it, chunk))
-		bh_fail(L, "iterate", "map", m->name, ENOMEM, NULL, NULL);
+		bh_fail(L, op, "map", m->name, ENOMEM, NULL, NULL);
+	return it;
+}
+
+static int map_iterate(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "iterate");
+
+	lua_settop(L, 2);
+	lua_pushcfunction(L, iter_next);
+	iter_new(L, m, "iterate", 2, 0);
 	lua_pushnil(L);
 	return 3;
+}
+
+static int map_drain(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "drain");
+
+	lua_settop(L, 2);
+	lua_pushcfunction(L, iter_next);
+	iter_new(L, m, "drain", 2, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+/* What count/keys/dump/clear collect. */
+enum { COLLECT_COUNT, COLLECT_KEYS, COLLECT_DUMP };
+
+static int collect(lua_State *L, const char *op, int what, int drain)
+{
+	struct bh_map *m = map_self(L, op);
+	struct bh_iter *it;
+	int tidx = 0, itidx, raw = 0;
+	lua_Number total = 0;
+	uint32_t i;
+
+	if (what == COLLECT_COUNT && !drain && (m->special & BH_MS_ARRAY) &&
+	    !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG | BH_MS_EVENTS))) {
+		lua_pushinteger(L, m->max_entries);
+		return 1;
+	}
+	if (what != COLLECT_COUNT) {
+		lua_newtable(L);
+		tidx = lua_gettop(L);
+		if (what == COLLECT_DUMP) {
+			luaL_getmetatable(L, "bpfhost.dump");
+			lua_setmetatable(L, tidx);
+		}
+	}
+	it = iter_new(L, m, op, lua_istable(L, 2) ? 2 : 0, drain);
+	itidx = lua_gettop(L);
+	raw = it->raw;
+	while (iter_fill(L, it)) {
+		for (i = 0; i < it->n; i++) {
+			const unsigned char *k = it->keys + (size_t)i * it->kstride;
+
+			total++;
+			if (what == COLLECT_KEYS) {
+				map_dec_key(L, m, k, raw);
+				lua_rawseti(L, tidx, (int)total);
+			} else if (what == COLLECT_DUMP) {
+				lua_createtable(L, 0, 2);
+				map_dec_key(L, m, k, raw);
+				lua_setfield(L, -2, "key");
+				map_dec_value(L, m, it->vals + (size_t)i * it->vstride, raw);
+				lua_setfield(L, -2, "value");
+				lua_rawseti(L, tidx, (int)total);
+			}
+		}
+	}
+	iter_finish(it);
+	lua_settop(L, itidx - 1);
+	if (what == COLLECT_COUNT)
+		lua_pushnumber(L, total);
+	return 1;
+}
+
+static int map_count(lua_State *L)
+{
+	return collect(L, "count", COLLECT_COUNT, 0);
+}
+
+static int map_keys(lua_State *L)
+{
+	return collect(L, "keys", COLLECT_KEYS, 0);
+}
+
+static int map_dump(lua_State *L)
+{
+	return collect(L, "dump", COLLECT_DUMP, 0);
+}
+
+/*
+ * m:clear(): removes every element (arrays: zeroes every element); returns
+ * how many. Queues and stacks are popped empty.
+ */
+static int map_clear(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "clear");
+	lua_Number n = 0;
+	uint32_t i;
+
+	if (m->special & BH_MS_EVENTS)
+		map_refuse(L, m, "clear");
+	if (m->special & BH_MS_BLOOM)
+		luaL_error(L, "clear map '%s': a bloom_filter cannot be cleared (create a new one)",
+			   m->name);
+	if (m->special & BH_MS_KEYLESS) {
+		while (!bpf_map_lookup_and_delete_elem(m->fd, NULL, m->vbuf))
+			n++;
+		if (errno != ENOENT)
+			map_fail(L, m, "clear", errno);
+		lua_pushnumber(L, n);
+		return 1;
+	}
+	if (m->special & BH_MS_NODELETE) {
+		memset(m->vbuf, 0, m->value_bufsz);
+		for (i = 0; i < m->max_entries; i++) {
+			if (bpf_map_update_elem(m->fd, &i, m->vbuf, BPF_ANY))
+				map_fail(L, m, "clear", errno);
+		}
+		lua_pushinteger(L, m->max_entries);
+		return 1;
+	}
+	lua_settop(L, 1);
+	return collect(L, "clear", COLLECT_COUNT, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Batch operations ---------------------------------------------------- */
+
+#define BATCH 1024
+
+/*
+ * Scratch for a batch: a userdata, so that a raising encode frees it with
+ * the garbage collector. Pushed on the stack.
+ */
+static unsigned char *batch_scratch(lua_State *L, struct bh_map *m, size_t n, size_t *vstride)
+{
+	*vstride = m->ncpus ? m->value_bufsz : m->value_size;
+	return lua_newuserdata(L, n * (m->key_size + *vstride) + 8);
+}
+
+/* Keys of the list at idx: each an element of a Lua array. */
+static uint32_t list_len(lua_State *L, int idx, const char *op, struct bh_map *m)
+{
+	if (lua_type(L, idx) != LUA_TTABLE)
+		luaL_error(L, "%s map '%s': expected a list of keys, got %s", op, m->name,
+			   luaL_typename(L, idx));
+	return (uint32_t)bh_rawlen(L, idx);
+}
+
+/* m:lookup_batch(keys) -> values (nil where absent), number found */
+static int map_lookup_batch(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "lookup_batch");
+	uint32_t n = list_len(L, 2, "lookup_batch", m), i, found = 0;
+	int raw = 0;
+
+	if (lua_gettop(L) > 2)
+		parse_opts(L, 3, "lookup_batch", m, &raw);
+	lua_settop(L, 3);
+	lua_createtable(L, (int)n, 0); /* 4 */
+	for (i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, (int)i);
+		map_enc_key(L, m, "lookup_batch", 5, m->kbuf, raw);
+		if (bpf_map_lookup_elem(m->fd, m->kbuf, m->vbuf)) {
+			if (errno != ENOENT)
+				map_fail(L, m, "lookup_batch", errno);
+			lua_pop(L, 1);
+			continue;
+		}
+		lua_pop(L, 1);
+		map_dec_value(L, m, m->vbuf, raw);
+		lua_rawseti(L, 4, (int)i);
+		found++;
+	}
+	lua_pushinteger(L, found);
+	return 2;
+}
+
+/* Raise the error of a batch: done elements went through, key is the one that failed. */
+static __attribute__((noreturn)) void batch_fail(lua_State *L, struct bh_map *m, const char *op,
+						 int err, lua_Number done, const void *key)
+{
+	char hint[200];
+
+	snprintf(hint, sizeof(hint), "%.0f element%s before this one went through", done,
+		 done == 1 ? "" : "s");
+	bh_error_push(L, op, "map", m->name, err,
+		      err == E2BIG && !strcmp(op, "update_batch") ? "map is full" : NULL, hint,
+		      NULL);
+	lua_pushnumber(L, done);
+	lua_setfield(L, -2, "done");
+	if (key) {
+		map_dec_key(L, m, key, 0);
+		lua_setfield(L, -2, "key");
+	}
+	lua_error(L);
+	abort();
+}
+
+/*
+ * m:update_batch(t [, flags]): t is a list of {key, value} pairs or a table
+ * key -> value. Returns how many were written; elements whose "noexist" /
+ * "exist" condition fails are skipped and their keys returned as a list.
+ * Other refusals raise with err.done and err.key.
+ */
+static int map_update_batch(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "update_batch");
+	DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	uint64_t flags = parse_flags(L, 3, "update_batch", m);
+	int pairs_form, skipidx, base, eof = 0, fallback = 0;
+	size_t vstride;
+	unsigned char *buf;
+	lua_Number done = 0;
+	uint32_t n, i = 0, listn = 0;
+	struct bh_cctx c;
+
+	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
+		map_refuse(L, m, "update_batch");
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 3);
+	lua_rawgeti(L, 2, 1);
+	pairs_form = lua_istable(L, -1);
+	lua_pop(L, 1);
+	if (pairs_form)
+		listn = (uint32_t)bh_rawlen(L, 2);
+	lua_newtable(L);
+	skipidx = lua_gettop(L); /* keys skipped by noexist/exist */
+	buf = batch_scratch(L, m, BATCH, &vstride);
+	opts.elem_flags = flags;
+	lua_pushnil(L); /* base: lua_next's key (table form), a placeholder otherwise */
+	base = lua_gettop(L);
+	while (!eof) {
+		/* encode up to BATCH elements */
+		for (n = 0; n < BATCH; n++) {
+			unsigned char *kd = buf + (size_t)n * m->key_size;
+			unsigned char *vd = buf + (size_t)BATCH * m->key_size + (size_t)n * vstride;
+			int kidx, vidx;
+
+			if (pairs_form) {
+				if (i >= listn) {
+					eof = 1;
+					break;
+				}
+				lua_rawgeti(L, 2, (int)++i);
+				if (!lua_istable(L, -1))
+					luaL_error(L, "update_batch map '%s': element %d: expected "
+						      "{key, value}, got %s",
+						   m->name, (int)i, luaL_typename(L, -1));
+				lua_rawgeti(L, base + 1, 1);
+				lua_rawgeti(L, base + 1, 2);
+				kidx = base + 2;
+				vidx = base + 3;
+			} else {
+				if (!lua_next(L, 2)) {
+					lua_pushnil(L); /* lua_next popped the key */
+					eof = 1;
+					break;
+				}
+				kidx = base;
+				vidx = base + 1;
+			}
+			if (lua_isnil(L, vidx))
+				luaL_error(L, "update_batch map '%s': element %d has no value", m->name,
+					   (int)(done + n + 1));
+			map_enc_key(L, m, "update_batch", kidx, kd, 0);
+			cctx_init(&c, L, "update_batch", m, "value");
+			if (m->special & (BH_MS_FDMAP | BH_MS_FDPROG))
+				enc_fd_value(L, m, "update_batch", vidx, vd);
+			else if (m->ncpus)
+				bh_encode_percpu(&c, m->vtype->root, vidx, vd, m->ncpus);
+			else
+				bh_encode(&c, m->vtype->root, vidx, vd);
+			lua_settop(L, base);
+		}
+		/* write them, skipping elements whose condition fails */
+		{
+			uint32_t off = 0;
+
+			while (off < n) {
+				uint32_t cnt = n - off;
+				unsigned char *kd = buf + (size_t)off * m->key_size;
+				unsigned char *vd = buf + (size_t)BATCH * m->key_size +
+						    (size_t)off * vstride;
+				int err = 0;
+
+				if (!fallback) {
+					err = bpf_map_update_batch(m->fd, kd, vd, &cnt, &opts);
+					if (err && batch_unsupported(errno) && cnt == 0 && done == 0)
+						fallback = 1;
+				}
+				if (fallback) {
+					/* no batch op for this type: one element at a time */
+					cnt = 0;
+					err = 0;
+					while (off + cnt < n) {
+						if (bpf_map_update_elem(m->fd,
+									kd + (size_t)cnt * m->key_size,
+									vd + (size_t)cnt * vstride,
+									flags)) {
+							err = -1;
+							break;
+						}
+						cnt++;
+					}
+				}
+				if (!err) {
+					done += n - off;
+					break;
+				}
+				err = errno;
+				done += cnt;
+				off += cnt;
+				if ((err == EEXIST && (flags & 3) == BPF_NOEXIST) ||
+				    (err == ENOENT && (flags & 3) == BPF_EXIST)) {
+					map_dec_key(L, m, buf + (size_t)off * m->key_size, 0);
+					lua_rawseti(L, skipidx, (int)bh_rawlen(L, skipidx) + 1);
+					off++;
+					continue;
+				}
+				batch_fail(L, m, "update_batch", err, done,
+					   buf + (size_t)off * m->key_size);
+			}
+		}
+	}
+	lua_pushnumber(L, done);
+	if (bh_rawlen(L, skipidx)) {
+		lua_pushvalue(L, skipidx);
+		return 2;
+	}
+	return 1;
+}
+
+/*
+ * m:delete_batch(keys): returns how many were deleted, and the list of keys
+ * that were absent when there are any.
+ */
+static int map_delete_batch(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "delete_batch");
+	DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	uint32_t n = list_len(L, 2, "delete_batch", m), i = 0;
+	int absidx, fallback = 0;
+	size_t vstride;
+	unsigned char *buf;
+	lua_Number done = 0;
+
+	if (m->special & BH_MS_NODELETE)
+		luaL_error(L, "delete_batch map '%s': array elements cannot be deleted", m->name);
+	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
+		map_refuse(L, m, "delete_batch");
+	lua_settop(L, 2);
+	lua_newtable(L);
+	absidx = 3;
+	buf = batch_scratch(L, m, BATCH, &vstride);
+	while (i < n) {
+		uint32_t cnt = 0, off = 0;
+
+		while (cnt < BATCH && i < n) {
+			lua_rawgeti(L, 2, (int)++i);
+			map_enc_key(L, m, "delete_batch", lua_gettop(L),
+				    buf + (size_t)cnt * m->key_size, 0);
+			lua_pop(L, 1);
+			cnt++;
+		}
+		while (off < cnt) {
+			uint32_t k = cnt - off;
+			unsigned char *kd = buf + (size_t)off * m->key_size;
+			int err = 0;
+
+			if (!fallback) {
+				err = bpf_map_delete_batch(m->fd, kd, &k, &opts);
+				if (err && batch_unsupported(errno) && k == 0 && done == 0)
+					fallback = 1;
+			}
+			if (fallback) {
+				k = 0;
+				err = 0;
+				while (off + k < cnt) {
+					if (bpf_map_delete_elem(m->fd, kd + (size_t)k * m->key_size)) {
+						err = -1;
+						break;
+					}
+					k++;
+				}
+			}
+			if (!err) {
+				done += cnt - off;
+				break;
+			}
+			err = errno;
+			done += k;
+			off += k;
+			if (err == ENOENT) {
+				map_dec_key(L, m, buf + (size_t)off * m->key_size, 0);
+				lua_rawseti(L, absidx, (int)bh_rawlen(L, absidx) + 1);
+				off++;
+				continue;
+			}
+			batch_fail(L, m, "delete_batch", err, done, buf + (size_t)off * m->key_size);
+		}
+	}
+	lua_pushnumber(L, done);
+	if (bh_rawlen(L, absidx)) {
+		lua_pushvalue(L, absidx);
+		return 2;
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Administration ------------------------------------------------------ */
+
+static int map_freeze(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "freeze");
+
+	if (bpf_map_freeze(m->fd))
+		map_fail(L, m, "freeze", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* A numeric field of /proc/self/fdinfo/<fd>, or -1. */
+static long long fdinfo_field(int fd, const char *field)
+{
+	char path[64], line[256];
+	size_t n = strlen(field);
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, field, n) && line[n] == ':') {
+			v = strtoll(line + n + 1, NULL, 0);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+static void setint(lua_State *L, const char *k, lua_Number v)
+{
+	lua_pushnumber(L, v);
+	lua_setfield(L, -2, k);
+}
+
+static int map_info(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "info");
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+	long long v;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(m->fd, &info, &len))
+		map_fail(L, m, "info", errno);
+	lua_createtable(L, 0, 16);
+	setint(L, "id", info.id);
+	lua_pushstring(L, info.name);
+	lua_setfield(L, -2, "name");
+	lua_pushstring(L, map_type_name(info.type));
+	lua_setfield(L, -2, "type");
+	setint(L, "key_size", info.key_size);
+	setint(L, "value_size", info.value_size);
+	setint(L, "max_entries", info.max_entries);
+	setint(L, "flags", info.map_flags);
+	setint(L, "btf_id", info.btf_id);
+	setint(L, "btf_key_type_id", info.btf_key_type_id);
+	setint(L, "btf_value_type_id", info.btf_value_type_id);
+	setint(L, "map_extra", (lua_Number)info.map_extra);
+	setint(L, "ifindex", info.ifindex);
+	v = fdinfo_field(m->fd, "frozen");
+	lua_pushboolean(L, v > 0);
+	lua_setfield(L, -2, "frozen");
+	v = fdinfo_field(m->fd, "memlock");
+	if (v >= 0)
+		setint(L, "memlock", (lua_Number)v);
+	lua_pushstring(L, m->ktype->root->cname);
+	lua_setfield(L, -2, "key_type");
+	lua_pushstring(L, m->vtype->root->cname);
+	lua_setfield(L, -2, "value_type");
+	if (m->pin_path || (m->map && bpf_map__pin_path(m->map))) {
+		lua_pushstring(L, m->pin_path ? m->pin_path : bpf_map__pin_path(m->map));
+		lua_setfield(L, -2, "pinned");
+	}
+	return 1;
+}
+
+/* The directory of path must be on bpffs (mounted on demand at /sys/fs/bpf). */
+static void check_bpffs_path(lua_State *L, struct bh_map *m, const char *op, const char *path)
+{
+	char dir[4096];
+	struct statfs st;
+
+	if (strlen(path) >= sizeof(dir) || path[0] != '/')
+		luaL_error(L, "%s map '%s': the path must be absolute, got '%s'", op, m->name, path);
+	if (!strncmp(path, "/sys/fs/bpf/", 12))
+		bh_ensure_bpffs();
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (statfs(dirname(dir), &st))
+		bh_fail_msg(L, op, "map", m->name, errno, "the directory does not exist",
+			    "pins go under /sys/fs/bpf (bpffs)", NULL);
+	if ((unsigned long)st.f_type != BPF_FS_MAGIC_)
+		bh_fail_msg(L, op, "map", m->name, EINVAL, "the path is not on bpffs",
+			    "pins go under /sys/fs/bpf (mount -t bpf bpf DIR)", NULL);
+}
+
+static int map_pin(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "pin");
+	const char *path = luaL_checkstring(L, 2);
+	int err;
+
+	check_bpffs_path(L, m, "pin", path);
+	if (m->map)
+		err = bpf_map__pin(m->map, path);
+	else
+		err = bpf_obj_pin(m->fd, path);
+	if (err) {
+		err = errno;
+		bh_fail_msg(L, "pin", "map", m->name, err,
+			    err == EEXIST ? "the path exists already" : NULL,
+			    err == EEXIST ? "unpin or remove the old pin first" : NULL, NULL);
+	}
+	if (!m->map) {
+		free(m->pin_path);
+		m->pin_path = strdup(path);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int map_unpin(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "unpin");
+	const char *path = luaL_optstring(L, 2, NULL);
+
+	if (m->map) {
+		if (!path && !bpf_map__pin_path(m->map))
+			luaL_error(L, "unpin map '%s': the map is not pinned", m->name);
+		if (bpf_map__unpin(m->map, path))
+			bh_fail(L, "unpin", "map", m->name, errno, NULL, NULL);
+	} else {
+		if (!path)
+			path = m->pin_path;
+		if (!path)
+			luaL_error(L, "unpin map '%s': not pinned by this handle (give the path)",
+				   m->name);
+		if (unlink(path))
+			bh_fail(L, "unpin", "map", m->name, errno, NULL, NULL);
+		if (m->pin_path && !strcmp(path, m->pin_path)) {
+			free(m->pin_path);
+			m->pin_path = NULL;
+		}
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int map_key_type(lua_State *L)
+{
+	map_self(L, "key_type");
+	bh_getuv(L, 1);
+	lua_getfield(L, -1, "ktype");
+	return 1;
+}
+
+static int map_value_type(lua_State *L)
+{
+	map_self(L, "value_type");
+	bh_getuv(L, 1);
+	lua_getfield(L, -1, "vtype");
+	return 1;
+}
+
+static const char *const set_types_opts[] = { "key", "value", NULL };
+
+/* The Type at the top of the stack for a side: a Type, or a type name (replaced). */
+static struct bh_type *type_arg(lua_State *L, struct bh_map *m, const char *op, const char *side,
+				uint32_t size)
+{
+	struct bh_type *t = NULL;
+
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		const struct btf *btf =
+			m->parent && m->parent->obj ? bpf_object__btf(m->parent->obj) : NULL;
+
+		t = bh_type_from_spec(L, btf, lua_tostring(L, -1), op);
+		lua_remove(L, -2);
+	} else if (bh_testud(L, -1, BH_TYPE_MT)) {
+		t = bh_type_check(L, -1);
+	} else {
+		luaL_error(L, "%s map '%s': %s must be a Type or a type name, got %s", op, m->name,
+			   side, luaL_typename(L, -1));
+	}
+	if (t->root->size != size)
+		luaL_error(L, "%s map '%s': %s type %s has %d bytes, the map's %ss have %d", op,
+			   m->name, side, t->root->cname, (int)t->root->size, side, (int)size);
+	return t;
+}
+
+/* Give the map at idx the Type at the top of the stack (popped) for side. */
+static void set_type_side(lua_State *L, int idx, struct bh_map *m, int key)
+{
+	struct bh_type *t = bh_type_check(L, -1);
+
+	bh_getuv(L, idx);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, key ? "ktype" : "vtype");
+	lua_pop(L, 1);
+	if (key)
+		m->ktype = t;
+	else
+		m->vtype = t;
+}
+
+/* m:set_types{key =, value =}: type a map's keys and values by hand. */
+static int map_set_types(lua_State *L)
+{
+	struct bh_map *m = map_self(L, "set_types");
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	bh_opt_check(L, 2, "set_types", set_types_opts);
+	lua_settop(L, 2);
+	lua_getfield(L, 2, "key");
+	if (!lua_isnil(L, 3))
+		type_arg(L, m, "set_types", "key", m->key_size);
+	lua_getfield(L, 2, "value");
+	if (!lua_isnil(L, 4))
+		type_arg(L, m, "set_types", "value", m->value_size);
+	/* both checked before either is set */
+	if (!lua_isnil(L, 4))
+		set_type_side(L, 1, m, 0);
+	else
+		lua_pop(L, 1);
+	if (!lua_isnil(L, 3))
+		set_type_side(L, 1, m, 1);
+	lua_settop(L, 1);
+	map_refresh_props(L, 1, m);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Proxy --------------------------------------------------------------- */
+
+/*
+ * m:proxy() is a table-like view, kept apart from the handle's methods:
+ * p[k] looks up, p[k] = v updates, p[k] = nil deletes; pairs(p) under 5.4,
+ * p:pairs() or p() under LuaJIT. The key "pairs" reads the method, so a
+ * string-keyed map looks that one key up with m:lookup("pairs").
+ */
+static void proxy_push_map(lua_State *L, int idx)
+{
+	if (!lua_touserdata(L, idx) || bh_rawlen(L, idx) != sizeof(uint32_t) ||
+	    *(uint32_t *)lua_touserdata(L, idx) != PROXY_MAGIC)
+		luaL_argerror(L, idx, "map proxy expected");
+	bh_getuv(L, idx);
+	lua_rawgeti(L, -1, 1);
+	lua_remove(L, -2);
+}
+
+static int proxy_pairs(lua_State *L)
+{
+	proxy_push_map(L, 1);
+	lua_replace(L, 1);
+	lua_settop(L, 1);
+	return map_iterate(L);
+}
+
+static int proxy_index(lua_State *L)
+{
+	if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "pairs")) {
+		lua_pushcfunction(L, proxy_pairs);
+		return 1;
+	}
+	proxy_push_map(L, 1);
+	lua_replace(L, 1);
+	lua_settop(L, 2);
+	return map_lookup(L);
+}
+
+static int proxy_newindex(lua_State *L)
+{
+	proxy_push_map(L, 1);
+	lua_replace(L, 1);
+	lua_settop(L, 3);
+	if (lua_isnil(L, 3)) {
+		lua_settop(L, 2);
+		map_delete(L);
+	} else {
+		map_update(L);
+	}
+	return 0;
+}
+
+static int proxy_len(lua_State *L)
+{
+	proxy_push_map(L, 1);
+	lua_replace(L, 1);
+	lua_settop(L, 1);
+	return map_count(L);
+}
+
+static int proxy_tostring(lua_State *L)
+{
+	struct bh_map *m;
+
+	proxy_push_map(L, 1);
+	m = map_toud(L, -1);
+	lua_pushfstring(L, "proxy of map '%s'", m ? m->name : "?");
+	return 1;
+}
+
+static int map_proxy(lua_State *L)
+{
+	uint32_t *p;
+
+	map_self(L, "proxy");
+	p = bh_newud(L, sizeof(*p));
+	*p = PROXY_MAGIC;
+	luaL_getmetatable(L, "bpfhost.proxy");
+	lua_setmetatable(L, -2);
+	lua_createtable(L, 1, 0);
+	lua_pushvalue(L, 1);
+	lua_rawseti(L, -2, 1);
+	bh_setuv(L, -2);
+	return 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -845,61 +2018,263 @@ static int l_map_by_id(lua_State *L)
 	return 1;
 }
 
-static const char *const set_types_opts[] = { "key", "value", NULL };
+/* ------------------------------------------------------------------------ */
+/* -- bpf.map_create ------------------------------------------------------ */
 
-/* Resolve the Type for one side of set_types; pushes it (or nothing: NULL). */
-static struct bh_type *types_arg(lua_State *L, struct bh_map *m, const char *side, uint32_t size)
+static const struct {
+	const char *name;
+	uint32_t val;
+} create_flags[] = {
+	{ "no_prealloc", BPF_F_NO_PREALLOC },
+	{ "no_common_lru", BPF_F_NO_COMMON_LRU },
+	{ "numa_node", BPF_F_NUMA_NODE },
+	{ "rdonly", BPF_F_RDONLY },
+	{ "wronly", BPF_F_WRONLY },
+	{ "stack_build_id", BPF_F_STACK_BUILD_ID },
+	{ "zero_seed", BPF_F_ZERO_SEED },
+	{ "rdonly_prog", BPF_F_RDONLY_PROG },
+	{ "wronly_prog", BPF_F_WRONLY_PROG },
+	{ "clone", BPF_F_CLONE },
+	{ "mmapable", BPF_F_MMAPABLE },
+	{ "preserve_elems", BPF_F_PRESERVE_ELEMS },
+	{ "inner_map", BPF_F_INNER_MAP },
+};
+
+static uint32_t parse_create_flags(lua_State *L, int idx)
 {
-	struct bh_type *t = NULL;
+	uint32_t flags = 0;
+	const char *s, *p;
+	size_t len, i;
 
-	lua_getfield(L, 2, side);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return NULL;
-	}
-	if (lua_type(L, -1) == LUA_TSTRING) {
-		const struct btf *btf =
-			m->parent && m->parent->obj ? bpf_object__btf(m->parent->obj) : NULL;
+	if (lua_isnil(L, idx))
+		return 0;
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		lua_Number d = lua_tonumber(L, idx);
 
-		t = bh_type_from_spec(L, btf, lua_tostring(L, -1), "set_types");
-		lua_remove(L, -2);
-	} else if (bh_testud(L, -1, BH_TYPE_MT)) {
-		t = bh_type_check(L, -1);
-	} else {
-		luaL_error(L, "set_types map '%s': %s must be a Type or a type name, got %s", m->name,
-			   side, luaL_typename(L, -1));
+		if (d < 0 || d != (lua_Number)(uint32_t)d)
+			luaL_error(L, "map_create: flags must be names or a non-negative integer");
+		return (uint32_t)d;
 	}
-	if (t->root->size != size)
-		luaL_error(L, "set_types map '%s': %s type %s has %d bytes, the map's %ss have %d",
-			   m->name, side, t->root->cname, (int)t->root->size, side, (int)size);
-	return t;
+	if (lua_type(L, idx) != LUA_TSTRING)
+		luaL_error(L, "map_create: flags must be a string like \"no_prealloc|mmapable\", "
+			      "got %s",
+			   luaL_typename(L, idx));
+	s = lua_tolstring(L, idx, &len);
+	for (p = s; p <= s + len;) {
+		const char *e = memchr(p, '|', (size_t)(s + len - p));
+		size_t n;
+		int found = 0;
+
+		if (!e)
+			e = s + len;
+		while (p < e && *p == ' ')
+			p++;
+		n = (size_t)(e - p);
+		while (n && p[n - 1] == ' ')
+			n--;
+		for (i = 0; i < sizeof(create_flags) / sizeof(create_flags[0]); i++)
+			if (strlen(create_flags[i].name) == n && !strncmp(create_flags[i].name, p, n)) {
+				flags |= create_flags[i].val;
+				found = 1;
+			}
+		if (!found && n) {
+			luaL_Buffer b;
+
+			lua_pushlstring(L, p, n);
+			luaL_buffinit(L, &b);
+			for (i = 0; i < sizeof(create_flags) / sizeof(create_flags[0]); i++) {
+				if (i)
+					luaL_addstring(&b, ", ");
+				luaL_addstring(&b, create_flags[i].name);
+			}
+			luaL_pushresult(&b);
+			luaL_error(L, "map_create: unknown flag '%s' (%s)", lua_tostring(L, -2),
+				   lua_tostring(L, -1));
+		}
+		p = e + 1;
+	}
+	return flags;
 }
 
-/* m:set_types{key =, value =}: type a map's keys and values by hand. */
-static int map_set_types(lua_State *L)
+/* key/value of map_create at the top: a size, a type name or a Type. Returns the size. */
+static uint32_t create_side(lua_State *L, const char *side, int *typed)
 {
-	struct bh_map *m = map_self(L, "set_types");
-	struct bh_type *kt, *vt;
-	int kidx;
+	*typed = 0;
+	switch (lua_type(L, -1)) {
+	case LUA_TNIL:
+		return 0;
+	case LUA_TNUMBER: {
+		lua_Number d = lua_tonumber(L, -1);
 
-	luaL_checktype(L, 2, LUA_TTABLE);
-	bh_opt_check(L, 2, "set_types", set_types_opts);
-	kt = types_arg(L, m, "key", m->key_size);
-	kidx = lua_gettop(L);
-	vt = types_arg(L, m, "value", m->value_size);
-	bh_getuv(L, 1);
-	if (vt) {
-		lua_pushvalue(L, -2);
-		lua_setfield(L, -2, "vtype");
-		m->vtype = vt;
+		if (d < 0 || d > (1 << 30) || d != (lua_Number)(uint32_t)d)
+			luaL_error(L, "map_create: %s size must be an integer 0..2^30", side);
+		return (uint32_t)d;
 	}
-	if (kt) {
-		lua_pushvalue(L, kidx);
-		lua_setfield(L, -2, "ktype");
-		m->ktype = kt;
+	case LUA_TSTRING: {
+		struct bh_type *t = bh_type_from_spec(L, NULL, lua_tostring(L, -1), "map_create");
+
+		lua_remove(L, -2);
+		*typed = 1;
+		return t->root->size;
 	}
+	default:
+		if (bh_testud(L, -1, BH_TYPE_MT)) {
+			*typed = 1;
+			return bh_type_check(L, -1)->root->size;
+		}
+		luaL_error(L, "map_create: %s must be a size, a type name or a Type, got %s", side,
+			   luaL_typename(L, -1));
+	}
+	return 0;
+}
+
+static const char *const create_opts[] = { "type", "key", "value", "max_entries", "name", "flags",
+					    "inner_map", "map_extra", "numa_node", NULL };
+
+/*
+ * bpf.map_create{type =, key =, value =, max_entries =, name =, flags =,
+ * inner_map =, map_extra =, numa_node =}: a map outside any object, closed
+ * with its handle.
+ */
+static int l_map_create(lua_State *L)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, o);
+	const char *tname, *name = NULL;
+	uint32_t ksize, vsize, max_entries = 0;
+	int type, ktyped, vtyped, fd, idx;
+	struct bh_map *m;
+	lua_Number d;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	bh_opt_check(L, 1, "map_create", create_opts);
 	lua_settop(L, 1);
-	map_refresh_props(L, 1, m);
+	lua_getfield(L, 1, "type"); /* 2 */
+	tname = lua_tostring(L, 2);
+	if (!tname)
+		luaL_error(L, "map_create: type is required (\"hash\", \"array\", \"lru_hash\", ...)");
+	type = map_type_by_name(tname);
+	if (type < 0)
+		luaL_error(L, "map_create: unknown map type '%s'", tname);
+	lua_getfield(L, 1, "key"); /* 3: key spec or Type */
+	ksize = create_side(L, "key", &ktyped);
+	lua_getfield(L, 1, "value"); /* 4 */
+	vsize = create_side(L, "value", &vtyped);
+	lua_getfield(L, 1, "max_entries"); /* 5 */
+	if (!lua_isnil(L, 5)) {
+		d = lua_tonumber(L, 5);
+		if (lua_type(L, 5) != LUA_TNUMBER || d < 0 || d != (lua_Number)(uint32_t)d)
+			luaL_error(L, "map_create: max_entries must be a non-negative integer");
+		max_entries = (uint32_t)d;
+	}
+	lua_getfield(L, 1, "name"); /* 6 */
+	if (!lua_isnil(L, 6)) {
+		size_t n, i;
+
+		name = luaL_checklstring(L, 6, &n);
+		if (n >= BPF_OBJ_NAME_LEN)
+			luaL_error(L, "map_create: name '%s' is longer than %d characters", name,
+				   BPF_OBJ_NAME_LEN - 1);
+		for (i = 0; i < n; i++)
+			if (!(name[i] == '_' || name[i] == '.' || (name[i] >= 'a' && name[i] <= 'z') ||
+			      (name[i] >= 'A' && name[i] <= 'Z') || (name[i] >= '0' && name[i] <= '9')))
+				luaL_error(L, "map_create: name '%s': only letters, digits, '_' and "
+					      "'.' are allowed",
+					   name);
+	}
+	lua_getfield(L, 1, "flags"); /* 7 */
+	o.map_flags = parse_create_flags(L, 7);
+	lua_getfield(L, 1, "inner_map"); /* 8 */
+	if (!lua_isnil(L, 8)) {
+		struct bh_map *inner = map_toud(L, 8);
+
+		if (type != BPF_MAP_TYPE_ARRAY_OF_MAPS && type != BPF_MAP_TYPE_HASH_OF_MAPS)
+			luaL_error(L, "map_create: inner_map is only for array_of_maps and "
+				      "hash_of_maps");
+		if (!inner)
+			luaL_error(L, "map_create: inner_map must be a map handle, got %s",
+				   luaL_typename(L, 8));
+		if (inner->fd < 0)
+			map_prepare_at(L, 8, inner, "map_create");
+		o.inner_map_fd = (uint32_t)inner->fd;
+		vsize = 4;
+	} else if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
+		luaL_error(L, "map_create: a %s map needs inner_map = <a map handle of the inner "
+			      "map's shape>",
+			   tname);
+	}
+	lua_getfield(L, 1, "map_extra"); /* 9 */
+	if (!lua_isnil(L, 9))
+		o.map_extra = (uint64_t)luaL_checknumber(L, 9);
+	lua_getfield(L, 1, "numa_node"); /* 10 */
+	if (!lua_isnil(L, 10)) {
+		o.numa_node = (uint32_t)luaL_checknumber(L, 10);
+		o.map_flags |= BPF_F_NUMA_NODE;
+	}
+	/* the kernel's rules, checked here so that the error says what to change */
+	switch (type) {
+	case BPF_MAP_TYPE_PROG_ARRAY:
+	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+	case BPF_MAP_TYPE_CGROUP_ARRAY:
+		if (!ksize)
+			ksize = 4;
+		if (!vsize)
+			vsize = 4;
+		break;
+	case BPF_MAP_TYPE_ARRAY_OF_MAPS:
+	case BPF_MAP_TYPE_ARRAY:
+	case BPF_MAP_TYPE_PERCPU_ARRAY:
+		if (ksize && ksize != 4)
+			luaL_error(L, "map_create: an %s map's keys are u32 indexes (key = 4)", tname);
+		ksize = 4;
+		break;
+	case BPF_MAP_TYPE_LPM_TRIE:
+		/* the kernel requires it: nodes are allocated on insert */
+		o.map_flags |= BPF_F_NO_PREALLOC;
+		if (ksize <= 4)
+			luaL_error(L, "map_create: an lpm_trie key is u32 prefixlen + address bytes "
+				      "(key = 8 for IPv4, 20 for IPv6)");
+		break;
+	case BPF_MAP_TYPE_QUEUE:
+	case BPF_MAP_TYPE_STACK:
+	case BPF_MAP_TYPE_BLOOM_FILTER:
+		if (ksize)
+			luaL_error(L, "map_create: a %s map has no keys (leave key out)", tname);
+		break;
+	case BPF_MAP_TYPE_RINGBUF:
+	case BPF_MAP_TYPE_USER_RINGBUF:
+		if (ksize || vsize)
+			luaL_error(L, "map_create: a %s map has no keys or values; max_entries is "
+				      "its size in bytes (a power of 2, a multiple of the page size)",
+				   tname);
+		break;
+	}
+	if (!max_entries)
+		luaL_error(L, "map_create: max_entries is required (and > 0)");
+	if (type != BPF_MAP_TYPE_QUEUE && type != BPF_MAP_TYPE_STACK &&
+	    type != BPF_MAP_TYPE_BLOOM_FILTER && type != BPF_MAP_TYPE_RINGBUF &&
+	    type != BPF_MAP_TYPE_USER_RINGBUF && !ksize)
+		luaL_error(L, "map_create: key is required (a size, a type name or a Type)");
+	if (type != BPF_MAP_TYPE_RINGBUF && type != BPF_MAP_TYPE_USER_RINGBUF && !vsize)
+		luaL_error(L, "map_create: value is required (a size, a type name or a Type)");
+
+	fd = bpf_map_create((enum bpf_map_type)type, name, ksize, vsize, max_entries, &o);
+	if (fd < 0)
+		bh_fail(L, "map_create", "map", name ? name : tname, errno,
+			errno == EINVAL ? "check the sizes and flags against this map type's rules"
+					: NULL,
+			NULL);
+	bh_map_push_fd(L, fd, 1, "map_create");
+	idx = lua_gettop(L);
+	m = map_toud(L, idx);
+	if (ktyped) {
+		lua_pushvalue(L, 3);
+		set_type_side(L, idx, m, 1);
+	}
+	if (vtyped && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) {
+		lua_pushvalue(L, 4);
+		set_type_side(L, idx, m, 0);
+	}
+	map_refresh_props(L, idx, m);
 	return 1;
 }
 
@@ -921,18 +2296,26 @@ void bh_map_reset(lua_State *L, int idx)
 	}
 }
 
-static int map_close(lua_State *L)
+static void map_release(struct bh_map *m)
 {
-	struct bh_map *m = map_toud(L, 1);
-
-	if (!m)
-		map_badself(L, "close");
 	if (m->owns_fd && m->fd >= 0)
 		close(m->fd);
 	m->fd = -1;
 	m->closed = 1;
 	free(m->kbuf);
 	m->kbuf = m->kbuf2 = m->vbuf = NULL;
+	free(m->pin_path);
+	m->pin_path = NULL;
+}
+
+static int map_close(lua_State *L)
+{
+	struct bh_map *m = map_toud(L, 1);
+
+	if (!m)
+		map_badself(L, "close");
+	map_release(m);
+	map_refresh_props(L, 1, m);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -941,14 +2324,8 @@ static int map_gc(lua_State *L)
 {
 	struct bh_map *m = map_toud(L, 1);
 
-	if (m) {
-		if (m->owns_fd && m->fd >= 0)
-			close(m->fd);
-		m->fd = -1;
-		m->closed = 1;
-		free(m->kbuf);
-		m->kbuf = m->kbuf2 = m->vbuf = NULL;
-	}
+	if (m)
+		map_release(m);
 	return 0;
 }
 
@@ -984,10 +2361,28 @@ static const luaL_Reg map_methods[] = {
 	{ "lookup", map_lookup },
 	{ "update", map_update },
 	{ "delete", map_delete },
+	{ "lookup_and_delete", map_lookup_and_delete },
+	{ "push", map_push },
+	{ "pop", map_pop },
+	{ "peek", map_peek },
+	{ "contains", map_contains },
 	{ "iterate", map_iterate },
+	{ "drain", map_drain },
+	{ "count", map_count },
+	{ "keys", map_keys },
+	{ "dump", map_dump },
+	{ "clear", map_clear },
+	{ "lookup_batch", map_lookup_batch },
+	{ "update_batch", map_update_batch },
+	{ "delete_batch", map_delete_batch },
+	{ "freeze", map_freeze },
+	{ "info", map_info },
+	{ "pin", map_pin },
+	{ "unpin", map_unpin },
+	{ "proxy", map_proxy },
 	{ "key_type", map_key_type },
-	{ "set_types", map_set_types },
 	{ "value_type", map_value_type },
+	{ "set_types", map_set_types },
 	{ "close", map_close },
 	{ NULL, NULL },
 };
@@ -996,11 +2391,24 @@ static const luaL_Reg iter_meta[] = {
 	{ "__gc", iter_gc },
 	{ "__index", iter_index },
 	{ "__call", iter_next },
+	{ "__tostring", iter_tostring },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg proxy_meta[] = {
+	{ "__index", proxy_index },
+	{ "__newindex", proxy_newindex },
+	{ "__len", proxy_len },
+	{ "__call", proxy_pairs },
+	{ "__pairs", proxy_pairs },
+	{ "__tostring", proxy_tostring },
 	{ NULL, NULL },
 };
 
 static const luaL_Reg map_funcs[] = {
 	{ "map_by_id", l_map_by_id },
+	{ "map_create", l_map_create },
+	{ "lpm_key", l_lpm_key },
 	{ NULL, NULL },
 };
 
@@ -1021,6 +2429,18 @@ void bh_map_init(lua_State *L)
 	luaL_newmetatable(L, "bpfhost.iter");
 	bh_setfuncs(L, iter_meta, 0);
 	lua_pushliteral(L, "bpfhost.iter");
+	lua_setfield(L, -2, "__name");
+	lua_pop(L, 1);
+
+	luaL_newmetatable(L, "bpfhost.proxy");
+	bh_setfuncs(L, proxy_meta, 0);
+	lua_pushliteral(L, "bpfhost.proxy");
+	lua_setfield(L, -2, "__name");
+	lua_pop(L, 1);
+
+	/* marks m:dump() results, for the pretty printer */
+	luaL_newmetatable(L, "bpfhost.dump");
+	lua_pushliteral(L, "bpfhost.dump");
 	lua_setfield(L, -2, "__name");
 	lua_pop(L, 1);
 }
