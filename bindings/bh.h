@@ -118,6 +118,7 @@ struct bh_link {
 	int ifindex;               /* tc, xdp */
 	uint32_t flags;            /* xdp: mode flags; tc: attach point */
 	uint32_t handle, priority; /* tc filter */
+	int qref;                  /* tc: holds a reference to a clsact qdisc that attach_tc made */
 	int owner;                 /* pid that attached: only it detaches at exit */
 	struct bh_link *next;      /* netlink attachments, detached at exit */
 };
@@ -145,7 +146,14 @@ struct bh_field {
 	uint32_t off;        /* byte offset of the storage unit */
 	uint16_t bit_off;    /* bitfields: offset in bits from off */
 	uint16_t bit_size;   /* 0 unless a bitfield */
-	int group;           /* members of one (flattened) union share a group > 0 */
+	int group;           /* the innermost (flattened) union holding it: 1..ngroups, or 0 */
+	int member;          /* which member of that union it belongs to, from 1 */
+};
+
+/* A union among a struct's flattened fields; an anonymous union can sit in another's member. */
+struct bh_group {
+	int parent;          /* the enclosing union's group, or 0 */
+	int member;          /* the member of the parent union this one sits in */
 };
 
 struct bh_enumval {
@@ -162,14 +170,22 @@ struct bh_plan {
 	struct bh_field *fields;   /* struct, union (flattened) */
 	struct bh_enumval *enums;
 	int ngroups;
+	struct bh_group *groups;   /* [1..ngroups] */
+	unsigned flags;            /* BH_PLAN_* */
+	int names_ref;             /* registry ref: the field names as Lua strings, or 0 */
+	int names_base;            /* fields[i]'s name is at names_base + i + 1 in it */
 	const char *cname;         /* C spelling for messages: "struct stats" */
 };
+
+/* An 8-byte ENUM from a compiler that cut its values to 32 bits: names are unusable. */
+#define BH_PLAN_ENUM_CUT 0x01
 
 /* A compiled type: the plan tree and the arena that holds it. */
 struct bh_type {
 	struct bh_plan *root;
 	char *decl;                /* C declaration, for tostring */
 	void *arena;
+	int names_ref;             /* released by __gc (see bh_plan.names_ref) */
 };
 
 /* Where an encode or decode is happening, for error messages. */
@@ -249,10 +265,15 @@ BH_LOCAL void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog);
 BH_LOCAL void bh_link_push(lua_State *L, int objidx, struct bpf_link *link, const char *name,
 			   const char *kind);
 BH_LOCAL int bh_link_close_ud(lua_State *L, int idx);
-/* Push a closed link handle kept by the object at objidx; the caller then acquires what it owns. */
-BH_LOCAL struct bh_link *bh_link_new(lua_State *L, int objidx, const char *name, const char *kind);
-/* A netlink attachment (tc filter, xdp without a link) is detached at exit too. */
-BH_LOCAL void bh_link_track(struct bh_link *l);
+/*
+ * Push a link handle taking over what tmpl holds (impl and its fields; name
+ * and kind), kept by the object at objidx. If making the handle raises, the
+ * attachment is released first. Netlink attachments (tc, xdp without a
+ * link) are also detached at exit; for tc, created says that attaching made
+ * the interface's clsact qdisc.
+ */
+BH_LOCAL struct bh_link *bh_link_adopt(lua_State *L, int objidx, const struct bh_link *tmpl,
+				       int created);
 /* Push the globals view of section (".bss", ".data.x") of the object at objidx. */
 BH_LOCAL void bh_globals_push(lua_State *L, int objidx, const char *section, const char *op);
 BH_LOCAL void bh_globals_init(lua_State *L);
@@ -269,6 +290,13 @@ BH_LOCAL void bh_prog_init(lua_State *L);
 BH_LOCAL void bh_link_init(lua_State *L);
 BH_LOCAL void bh_loop_init(lua_State *L);
 BH_LOCAL void bh_lualib_init(lua_State *L);
+BH_LOCAL void bh_sys_init(lua_State *L);
+BH_LOCAL void bh_mmap_init(lua_State *L);
+/*
+ * A program handle for a program fd that belongs to no object (pinned, by
+ * id); owns fd. Weak: prog.c provides it.
+ */
+BH_LOCAL void bh_prog_push_fd(lua_State *L, int fd, const char *name) __attribute__((weak));
 
 /* -- Mounts and signals -------------------------------------------------- */
 

@@ -1352,6 +1352,8 @@ static int map_update_batch(lua_State *L)
 	skipidx = lua_gettop(L); /* keys skipped by noexist/exist */
 	buf = batch_scratch(L, m, BATCH, &vstride);
 	opts.elem_flags = flags;
+	/* BPF_MAP_UPDATE_BATCH takes only BPF_F_LOCK: conditions go element by element */
+	fallback = (flags & (BPF_NOEXIST | BPF_EXIST)) != 0;
 	lua_pushnil(L); /* base: lua_next's key (table form), a placeholder otherwise */
 	base = lua_gettop(L);
 	while (!eof) {
@@ -1409,8 +1411,16 @@ static int map_update_batch(lua_State *L)
 				int err = 0;
 
 				if (!fallback) {
+					uint32_t want = cnt;
+
 					err = bpf_map_update_batch(m->fd, kd, vd, &cnt, &opts);
-					if (err && batch_unsupported(errno) && cnt == 0 && done == 0)
+					/*
+					 * The kernel writes count back only once it has started
+					 * on the elements: an untouched count means nothing was
+					 * written (no batch op for this type, or flags it does
+					 * not take), so go one element at a time from here.
+					 */
+					if (err && cnt == want && batch_unsupported(errno))
 						fallback = 1;
 				}
 				if (fallback) {
@@ -1493,9 +1503,11 @@ static int map_delete_batch(lua_State *L)
 			int err = 0;
 
 			if (!fallback) {
+				uint32_t want = k;
+
 				err = bpf_map_delete_batch(m->fd, kd, &k, &opts);
-				if (err && batch_unsupported(errno) && k == 0 && done == 0)
-					fallback = 1;
+				if (err && k == want && batch_unsupported(errno))
+					fallback = 1; /* nothing deleted: see update_batch */
 			}
 			if (fallback) {
 				k = 0;
@@ -2422,6 +2434,7 @@ void bh_map_init(lua_State *L)
 	lua_createtable(L, 0, 1); /* __props_mt = { __index = methods } */
 	lua_newtable(L);
 	bh_setfuncs(L, map_methods, 0);
+	bh_mmap_init(L);
 	lua_setfield(L, -2, "__index");
 	lua_setfield(L, -2, "__props_mt");
 	lua_pop(L, 1);
