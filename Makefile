@@ -31,8 +31,16 @@ LUAJIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags luajit 2>/dev/null)
 LUAJIT_LIBS   := $(shell $(PKG_CONFIG) --libs luajit 2>/dev/null)
 LIBBPF_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS   := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null)
+# The REPL's line editor: libedit, opened with dlopen when the REPL starts
+# (so one-shot runs do not load it); READLINE=1 links GNU readline instead.
+READLINE ?= 0
+ifeq ($(READLINE),1)
+LIBEDIT_CFLAGS := -DBH_READLINE
+LIBEDIT_LIBS  := -lreadline
+else
 LIBEDIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags libedit 2>/dev/null)
-LIBEDIT_LIBS  := $(shell $(PKG_CONFIG) --libs libedit 2>/dev/null)
+LIBEDIT_LIBS  :=
+endif
 
 # LuaRocks passes LUA_INCDIR; then it wins over pkg-config.
 ifneq ($(LUA_INCDIR),)

@@ -25,10 +25,12 @@ static void usage(FILE *f)
 		"  -i          enter the REPL after running the script\n"
 		"  -v          show versions (bpfhost, libbpf, LuaJIT, kernel)\n"
 		"  -d          show libbpf's debug output\n"
+		"  --features  what this kernel supports, and the privileges at hand\n"
 		"  --help      show this help\n"
 		"  --          stop handling options\n"
 		"  -           run the script from stdin\n"
-		"With no script, on a terminal: the REPL.\n",
+		"With no script, on a terminal: the REPL. Needs root or CAP_BPF.\n"
+		"Exit status: 0 success, 1 error, 2 usage error, 130 stopped by SIGINT.\n",
 		progname);
 }
 
@@ -187,7 +189,7 @@ static int print_versions(void)
 /* ------------------------------------------------------------------------ */
 /* -- Main ---------------------------------------------------------------- */
 
-enum { HAS_E = 1, HAS_I = 2, HAS_V = 4, HAS_D = 8 };
+enum { HAS_E = 1, HAS_I = 2, HAS_V = 4, HAS_D = 8, HAS_F = 16 };
 
 /* Returns the index of the script, argc when none, or -1 on a usage error. */
 static int collectargs(char **argv, int argc, int *flags)
@@ -207,7 +209,9 @@ static int collectargs(char **argv, int argc, int *flags)
 			usage(stdout);
 			exit(0);
 		}
-		if (!strcmp(a, "-i")) {
+		if (!strcmp(a, "--features")) {
+			*flags |= HAS_F;
+		} else if (!strcmp(a, "-i")) {
 			*flags |= HAS_I;
 		} else if (!strcmp(a, "-v")) {
 			*flags |= HAS_V;
@@ -252,6 +256,21 @@ static int runargs(lua_State *L, char **argv, int n)
 	return 0;
 }
 
+/* help(...): bpfhost.repl's, loaded on first use so that start-up stays light. */
+static int l_help(lua_State *L)
+{
+	int n = lua_gettop(L);
+
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "bpfhost.repl");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "help");
+	lua_insert(L, 1);
+	lua_pop(L, 1);
+	lua_call(L, n, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
 static void open_bpfhost(lua_State *L)
 {
 	lua_getglobal(L, "package");
@@ -263,6 +282,9 @@ static void open_bpfhost(lua_State *L)
 	lua_pushliteral(L, "bpfhost");
 	lua_call(L, 1, 1);
 	lua_setglobal(L, "bpf");
+	/* the host's only other global; the module adds none */
+	lua_pushcfunction(L, l_help);
+	lua_setglobal(L, "help");
 }
 
 struct smain {
@@ -278,6 +300,7 @@ static int pmain(lua_State *L)
 	int argc = s->argc;
 	int flags = 0;
 	int script = collectargs(argv, argc, &flags);
+	const char *why;
 
 	if (script < 0) {
 		usage(stderr);
@@ -286,12 +309,22 @@ static int pmain(lua_State *L)
 	}
 	if (flags & HAS_D)
 		bh_set_debug(1);
+	if (flags & HAS_F) {
+		s->status = host_features();
+		return 0;
+	}
 	if ((flags & HAS_V) && script == argc && !(flags & (HAS_E | HAS_I))) {
 		s->status = print_versions();
 		return 0;
 	}
 	if (flags & HAS_V)
 		print_versions();
+	/* everything from here runs Lua against the kernel: fail fast, in one line */
+	if (!host_privileged(&why)) {
+		l_message(why);
+		s->status = 1;
+		return 0;
+	}
 	lua_gc(L, LUA_GCSTOP, 0);
 	luaL_openlibs(L);
 	lua_gc(L, LUA_GCRESTART, 0);
