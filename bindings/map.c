@@ -74,6 +74,12 @@ static int map_type_by_name(const char *s)
 	return -1;
 }
 
+/* "a" or "an" before a map type name: "an array map", "a hash map". */
+static const char *article(const char *word)
+{
+	return strchr("aeiou", word[0]) ? "an" : "a";
+}
+
 /* ------------------------------------------------------------------------ */
 /* -- Checking ------------------------------------------------------------ */
 
@@ -148,6 +154,45 @@ static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf 
 }
 
 /*
+ * libbpf creates queue and stack maps without BTF (older kernels refused it)
+ * and zeroes their type ids; the type is still in the map's definition in
+ * the object's .maps section: member (key or value) is a pointer to it.
+ */
+static uint32_t map_def_type(const struct btf *btf, const char *map_name, const char *member)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	int id = btf__find_by_name_kind(btf, ".maps", BTF_KIND_DATASEC);
+	int i, j;
+
+	if (id < 0 || !(sec = btf__type_by_id(btf, (uint32_t)id)))
+		return 0;
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type), *def;
+		const struct btf_member *mb;
+
+		if (!var || !btf_is_var(var) ||
+		    strcmp(btf__name_by_offset(btf, var->name_off), map_name))
+			continue;
+		def = btf__type_by_id(btf, var->type);
+		while (def && (btf_is_typedef(def) || btf_is_mod(def)))
+			def = btf__type_by_id(btf, def->type);
+		if (!def || !btf_is_struct(def))
+			return 0;
+		mb = btf_members(def);
+		for (j = 0; j < btf_vlen(def); j++, mb++) {
+			const struct btf_type *pt = btf__type_by_id(btf, mb->type);
+
+			if (!strcmp(btf__name_by_offset(btf, mb->name_off), member))
+				return pt && btf_is_ptr(pt) ? pt->type : 0;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/*
  * Make an object's map usable: the first call after load reads its fd and
  * sizes and compiles the codec plans; later calls only come here when the
  * handle is closed. The map userdata is at idx.
@@ -156,6 +201,7 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 						    const char *op)
 {
 	const struct btf *btf;
+	uint32_t kid, vid;
 	int fd;
 
 	if (m->closed || !m->map)
@@ -175,8 +221,11 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 	m->max_entries = bpf_map__max_entries(m->map);
 	m->map_flags = bpf_map__map_flags(m->map);
 	btf = bpf_object__btf(m->parent->obj);
-	map_setup(L, idx, m, btf, btf ? bpf_map__btf_key_type_id(m->map) : 0,
-		  btf ? bpf_map__btf_value_type_id(m->map) : 0, op);
+	kid = btf ? bpf_map__btf_key_type_id(m->map) : 0;
+	vid = btf ? bpf_map__btf_value_type_id(m->map) : 0;
+	if (btf && !vid && (m->type == BPF_MAP_TYPE_QUEUE || m->type == BPF_MAP_TYPE_STACK))
+		vid = map_def_type(btf, bpf_map__name(m->map), "value");
+	map_setup(L, idx, m, btf, kid, vid, op);
 	m->fd = fd;
 	map_refresh_props(L, idx, m);
 }
@@ -225,7 +274,7 @@ static __attribute__((noinline)) void map_refuse(lua_State *L, struct bh_map *m,
 	if (m->special & BH_MS_KEYLESS)
 		luaL_error(L, "%s map '%s': a %s map has no keys (use m:push(v), m:pop(), m:peek())",
 			   op, m->name, t);
-	luaL_error(L, "%s map '%s': not supported by a %s map", op, m->name, t);
+	luaL_error(L, "%s map '%s': not supported by %s %s map", op, m->name, article(t), t);
 }
 
 static inline void cctx_init(struct bh_cctx *c, lua_State *L, const char *op, struct bh_map *m,
@@ -601,11 +650,27 @@ static inline void map_dec_value(lua_State *L, struct bh_map *m, const void *src
 	}
 }
 
+static long long fdinfo_field(int fd, const char *field);
+
 static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh_map *m,
 							 const char *op, int err)
 {
 	char hint[160];
 
+	/* EPERM on a map op is never about privileges once the map is open */
+	if (err == EPERM && m->fd >= 0 && fdinfo_field(m->fd, "frozen") > 0)
+		bh_fail_msg(L, op, "map", m->name, err, "map is frozen (read-only for user space)",
+			    "m:freeze() cannot be undone; BPF programs can still write the map",
+			    NULL);
+	if (err == EPERM && (m->map_flags & BPF_F_RDONLY))
+		bh_fail_msg(L, op, "map", m->name, err,
+			    "map is read-only for user space (created with the rdonly flag)", NULL,
+			    NULL);
+	if ((err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP) && !strcmp(op, "lookup_and_delete"))
+		bh_fail_msg(L, op, "map", m->name, err,
+			    lua_pushfstring(L, "%s %s map has no atomic lookup_and_delete",
+					    article(map_type_name(m->type)), map_type_name(m->type)),
+			    "m:lookup(key) then m:delete(key), or m:drain()", NULL);
 	if (err == E2BIG && !strcmp(op, "update")) {
 		snprintf(hint, sizeof(hint),
 			 "max_entries is %u; delete entries first, or raise max_entries before load",
@@ -627,6 +692,17 @@ static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh
 /* ------------------------------------------------------------------------ */
 /* -- Single-element operations ------------------------------------------- */
 
+/* A refusal of a call that took flags: "lock" on a map without a spin lock says so. */
+static __attribute__((noinline, noreturn)) void map_fail_flags(lua_State *L, struct bh_map *m,
+							       const char *op, int err,
+							       uint64_t flags)
+{
+	if (err == EINVAL && (flags & BPF_F_LOCK))
+		bh_fail_msg(L, op, "map", m->name, err,
+			    "flag \"lock\" needs a value holding a struct bpf_spin_lock", NULL, NULL);
+	map_fail(L, m, op, err);
+}
+
 static int map_lookup(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "lookup");
@@ -643,7 +719,7 @@ static int map_lookup(lua_State *L)
 			lua_pushnil(L);
 			return 1;
 		}
-		map_fail(L, m, "lookup", err);
+		map_fail_flags(L, m, "lookup", err, flags);
 	}
 	map_dec_value(L, m, m->vbuf, raw);
 	return 1;
@@ -670,7 +746,7 @@ static int map_update(lua_State *L)
 			lua_pushboolean(L, 0);
 			return 1;
 		}
-		map_fail(L, m, "update", err);
+		map_fail_flags(L, m, "update", err, flags);
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -720,7 +796,7 @@ static int map_lookup_and_delete(lua_State *L)
 			lua_pushnil(L);
 			return 1;
 		}
-		map_fail(L, m, "lookup_and_delete", err);
+		map_fail_flags(L, m, "lookup_and_delete", err, flags);
 	}
 	map_dec_value(L, m, m->vbuf, raw);
 	return 1;
@@ -734,8 +810,8 @@ static struct bh_map *keyless_self(lua_State *L, const char *op, int bloom_ok, i
 
 	if (!(m->special & BH_MS_KEYLESS))
 		luaL_error(L, "%s map '%s': only queue, stack and bloom_filter maps have %s (this "
-			      "is a %s map)",
-			   op, m->name, op, map_type_name(m->type));
+			      "is %s %s map)",
+			   op, m->name, op, article(map_type_name(m->type)), map_type_name(m->type));
 	if ((bloom && !bloom_ok) || (!bloom && !queue_ok))
 		map_refuse(L, m, op);
 	return m;
@@ -920,7 +996,7 @@ static void iter_fill_batch(lua_State *L, struct bh_iter *it)
 			it->n = 0;
 			return;
 		}
-		bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
+		map_fail(L, m, it->op, err);
 	}
 	it->started = 1;
 	memcpy(it->cur_in, it->cur_out, m->key_size > 8 ? m->key_size : 8);
@@ -937,8 +1013,12 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 	while (count < it->chunk) {
 		unsigned char *val = it->vals + (size_t)count * it->vstride;
 
-		if (it->have_prev && !it->drain) {
-			/* stand on a key that still exists, or stop: never restart */
+		if (it->have_prev && !it->drain && !(m->special & BH_MS_ARRAY)) {
+			/*
+			 * stand on a key that still exists, or stop: never restart
+			 * (array indexes always have a next one: empty prog_array
+			 * slots are skipped, not a reason to stop)
+			 */
 			if (bpf_map_lookup_elem(m->fd, it->prev, m->vbuf) && errno == ENOENT) {
 				it->complete = 0;
 				it->eof = 1;
@@ -954,7 +1034,7 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 				it->eof = 1;
 				break;
 			}
-			bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
+			map_fail(L, m, it->op, err);
 		}
 		memcpy(it->prev, it->next, m->key_size);
 		it->have_prev = 1;
@@ -964,7 +1044,7 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 				/* no atomic lookup-and-delete for this type: read, then delete */
 				err = bpf_map_lookup_elem(m->fd, it->next, val);
 				if (!err && bpf_map_delete_elem(m->fd, it->next) && errno != ENOENT)
-					bh_fail(L, it->op, "map", m->name, errno, NULL, NULL);
+					map_fail(L, m, it->op, errno);
 			}
 		} else {
 			err = bpf_map_lookup_elem(m->fd, it->next, val);
@@ -973,7 +1053,7 @@ static void iter_fill_nextkey(lua_State *L, struct bh_iter *it)
 			err = errno;
 			if (err == ENOENT)
 				continue; /* deleted between the two calls: skip it */
-			bh_fail(L, it->op, "map", m->name, err, NULL, NULL);
+			map_fail(L, m, it->op, err);
 		}
 		memcpy(it->keys + (size_t)count * it->kstride, it->next, m->key_size);
 		count++;
@@ -1620,7 +1700,7 @@ static int map_info(lua_State *L)
 	lua_setfield(L, -2, "key_type");
 	lua_pushstring(L, m->vtype->root->cname);
 	lua_setfield(L, -2, "value_type");
-	if (m->pin_path || (m->map && bpf_map__pin_path(m->map))) {
+	if (m->pin_path || (m->map && bpf_map__is_pinned(m->map))) {
 		lua_pushstring(L, m->pin_path ? m->pin_path : bpf_map__pin_path(m->map));
 		lua_setfield(L, -2, "pinned");
 	}
@@ -1671,16 +1751,25 @@ static int map_pin(lua_State *L)
 	return 1;
 }
 
+static __attribute__((noreturn)) void unpin_fail(lua_State *L, struct bh_map *m, int err,
+						  const char *path)
+{
+	bh_fail_msg(L, "unpin", "map", m->name, err,
+		    err == ENOENT ? lua_pushfstring(L, "nothing is pinned at '%s'", path) : NULL,
+		    NULL, NULL);
+}
+
 static int map_unpin(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "unpin");
 	const char *path = luaL_optstring(L, 2, NULL);
 
 	if (m->map) {
-		if (!path && !bpf_map__pin_path(m->map))
+		/* libbpf keeps pin_path after an unpin: is_pinned says whether it holds */
+		if (!path && !bpf_map__is_pinned(m->map))
 			luaL_error(L, "unpin map '%s': the map is not pinned", m->name);
 		if (bpf_map__unpin(m->map, path))
-			bh_fail(L, "unpin", "map", m->name, errno, NULL, NULL);
+			unpin_fail(L, m, errno, path ? path : bpf_map__pin_path(m->map));
 	} else {
 		if (!path)
 			path = m->pin_path;
@@ -1688,7 +1777,7 @@ static int map_unpin(lua_State *L)
 			luaL_error(L, "unpin map '%s': not pinned by this handle (give the path)",
 				   m->name);
 		if (unlink(path))
-			bh_fail(L, "unpin", "map", m->name, errno, NULL, NULL);
+			unpin_fail(L, m, errno, path);
 		if (m->pin_path && !strcmp(path, m->pin_path)) {
 			free(m->pin_path);
 			m->pin_path = NULL;
@@ -2236,7 +2325,8 @@ static int l_map_create(lua_State *L)
 	case BPF_MAP_TYPE_ARRAY:
 	case BPF_MAP_TYPE_PERCPU_ARRAY:
 		if (ksize && ksize != 4)
-			luaL_error(L, "map_create: an %s map's keys are u32 indexes (key = 4)", tname);
+			luaL_error(L, "map_create: %s %s map's keys are u32 indexes (key = 4)",
+				   article(tname), tname);
 		ksize = 4;
 		break;
 	case BPF_MAP_TYPE_LPM_TRIE:

@@ -22,6 +22,7 @@ struct bh_view {
 	size_t len;          /* mapped length */
 	uint32_t stride;     /* round_up(value_size, 8) */
 	uint32_t count;      /* max_entries */
+	int writable;        /* 0: mapped read-only (a frozen or rdonly map) */
 	struct bh_type *vtype; /* anchored in the uservalue */
 	char name[BPF_OBJ_NAME_LEN];
 };
@@ -111,6 +112,10 @@ static int view_newindex(lua_State *L)
 		luaL_error(L, "write mmap of map '%s': index must be an integer, got %s", v->name,
 			   luaL_typename(L, 2));
 	i = view_index(L, v, 2, "write");
+	if (!v->writable)
+		luaL_error(L, "write mmap of map '%s': the view is read-only (the map is frozen, or "
+			      "read-only for user space)",
+			   v->name);
 	view_cctx(&c, L, "write", v);
 	/*
 	 * Encode aside, then copy in one go: a program reading the element never
@@ -193,8 +198,8 @@ static int map_mmap(lua_State *L)
 
 	if (m->type != BPF_MAP_TYPE_ARRAY || !(m->map_flags & BPF_F_MMAPABLE))
 		luaL_error(L, "mmap map '%s': only array maps made with the mmapable flag can be "
-			      "mapped (this is a %s map%s)",
-			   m->name, bh_map_type_name(m->type),
+			      "mapped (this is %s %s map%s)",
+			   m->name, m->type == BPF_MAP_TYPE_ARRAY ? "an" : "a", bh_map_type_name(m->type),
 			   m->type == BPF_MAP_TYPE_ARRAY ? " without BPF_F_MMAPABLE" : "");
 	stride = (m->value_size + 7) & ~7u;
 	len = ((size_t)stride * m->max_entries + page - 1) & ~(page - 1);
@@ -204,6 +209,7 @@ static int map_mmap(lua_State *L)
 	snprintf(v->name, sizeof(v->name), "%s", m->name);
 	luaL_getmetatable(L, VIEW_MT);
 	lua_setmetatable(L, -2);
+	v->writable = 1;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
 	if (p == MAP_FAILED) {
 		int err = errno;
@@ -212,6 +218,7 @@ static int map_mmap(lua_State *L)
 		p = mmap(NULL, len, PROT_READ, MAP_SHARED, m->fd, 0);
 		if (p == MAP_FAILED)
 			bh_fail(L, "mmap", "map", m->name, err, NULL, NULL);
+		v->writable = 0;
 	}
 	v->base = p;
 	v->len = len;

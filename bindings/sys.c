@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "bh.h"
@@ -16,6 +17,8 @@
 /* -- What an fd is ------------------------------------------------------- */
 
 enum { OBJ_UNKNOWN, OBJ_MAP, OBJ_PROG, OBJ_LINK };
+
+#define BPF_FS_MAGIC_ 0xcafe4a11
 
 /* The kind of BPF object behind fd, from /proc/self/fdinfo. */
 static int fd_kind(int fd)
@@ -540,12 +543,21 @@ static int l_open_pinned(lua_State *L)
 		bh_ensure_bpffs();
 	fd = bpf_obj_get(path);
 	if (fd < 0) {
+		struct statfs st;
+		const char *why = NULL;
+
 		err = errno;
-		bh_fail_msg(L, "open_pinned", NULL, NULL, err,
-			    err == ENOENT	   ? lua_pushfstring(L, "nothing is pinned at '%s'", path) :
-			    err == EINVAL ? lua_pushfstring(L, "'%s' is not on bpffs", path) :
-					    NULL,
-			    NULL, NULL);
+		/* the kernel says EACCES for a path that is no BPF object (not a lack of privileges) */
+		if (err == ENOENT)
+			why = lua_pushfstring(L, "nothing is pinned at '%s'", path);
+		else if (!statfs(path, &st) && (unsigned long)st.f_type != BPF_FS_MAGIC_)
+			why = lua_pushfstring(L, "'%s' is not on bpffs", path);
+		else if (err == EACCES && !geteuid())
+			why = lua_pushfstring(L, "'%s' is not a pinned map, program or link", path);
+		bh_fail_msg(L, "open_pinned", NULL, NULL, err, why,
+			    why ? "pins live on bpffs (/sys/fs/bpf); bpf.maps() lists pinned maps" :
+				  NULL,
+			    NULL);
 	}
 	kind = fd_kind(fd);
 	switch (kind) {
