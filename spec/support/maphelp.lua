@@ -1,0 +1,99 @@
+-- Shared by the map specs: this process's pid, syscalls that fire the
+-- fixture programs, child processes with known pids, CPU affinity.
+local h = require "helper"
+local ffi = require "ffi"
+
+local M = {}
+
+pcall(ffi.cdef, [[
+int getpid(void);
+int getpgid(int pid);
+]])
+
+M.pid = ffi.C.getpid()
+
+-- Fire the getpgid programs of bpf/test_mapops.bpf.c n times from this process.
+function M.getpgid(n)
+  for _ = 1, n or 1 do ffi.C.getpgid(0) end
+end
+
+-- Start a shell command as a child whose pid is known: the shell prints its
+-- pid, then execs the command. Returns {pid =, f =}.
+function M.spawn(cmd)
+  local f = assert(io.popen("echo $$; exec " .. cmd .. " 2>&1"))
+  local pid = tonumber(f:read("*l"))
+  assert(pid, "could not start: " .. cmd)
+  return {pid = pid, f = f}
+end
+
+-- Whether the child still runs (a zombie does not).
+function M.running(c)
+  local s = io.open("/proc/" .. c.pid .. "/stat")
+  if not s then return false end
+  local line = s:read("*l") or ""
+  s:close()
+  local state = line:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+-- Wait for the child (signal it first when sig is given); returns its output
+-- and its exit code (or the signal number when killed).
+function M.finish(c, sig)
+  if sig and M.running(c) then os.execute(("kill -%s %d 2>/dev/null"):format(sig, c.pid)) end
+  local out = c.f:read("*a")
+  local _, _, code = c.f:close()
+  return out, code
+end
+
+-- Read one line of the child's output (blocks).
+function M.line(c)
+  return c.f:read("*l")
+end
+
+-- A child that calls getpgid(0) n times (or for secs seconds of CPU time when
+-- n is nil), on one CPU when cpu is given. It prints "done" at the end.
+function M.syscaller(opts)
+  local loop
+  if opts.n then
+    loop = ("for i = 1, %d do C.getpgid(0) end"):format(opts.n)
+  else
+    loop = ("local t = os.clock() + %g while os.clock() < t do for i = 1, 1000 do C.getpgid(0) end end")
+      :format(opts.secs or 5)
+  end
+  local code = "local ffi = require [[ffi]] ffi.cdef [[int getpgid(int);]] local C = ffi.C " ..
+    loop .. " print([[done]])"
+  local cmd = ("luajit -e '%s'"):format(code)
+  if opts.cpu then cmd = ("taskset -c %d %s"):format(opts.cpu, cmd) end
+  return M.spawn(cmd)
+end
+
+-- Run fn with this process bound to one CPU, restoring its affinity after.
+function M.on_cpu(cpu, fn)
+  local out = h.sh("taskset -p " .. M.pid)
+  local mask = assert(out:match("affinity mask: (%x+)"), out)
+  h.sh(("taskset -p -c %d %d >/dev/null"):format(cpu, M.pid))
+  local ok, err = pcall(fn)
+  h.sh(("taskset -p %s %d >/dev/null"):format(mask, M.pid))
+  if not ok then error(err, 0) end
+end
+
+-- Poll until cond() is true (or secs seconds passed); returns cond()'s last value.
+function M.wait_for(cond, secs)
+  local bpf = require "bpfhost"
+  local deadline = bpf.now() + (secs or 5)
+  local v = cond()
+  while not v and bpf.now() < deadline do
+    bpf.sleep(0.01)
+    v = cond()
+  end
+  return v
+end
+
+-- The number of entries of an info listing (bpf.maps() ...) with field == value.
+function M.find(list, field, value)
+  for _, e in ipairs(list) do
+    if e[field] == value then return e end
+  end
+end
+
+return M
