@@ -31,6 +31,9 @@ LUAJIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags luajit 2>/dev/null)
 LUAJIT_LIBS   := $(shell $(PKG_CONFIG) --libs luajit 2>/dev/null)
 LIBBPF_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS   := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null)
+# The exporter's HTTP side (bindings/exporter.c).
+MHD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS      := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null)
 # The REPL's line editor: libedit, opened with dlopen when the REPL starts
 # (so one-shot runs do not load it); READLINE=1 links GNU readline instead.
 READLINE ?= 0
@@ -51,7 +54,7 @@ CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wpointer-arith
 BH_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -fPIC -fvisibility=hidden \
-	     -DBH_VERSION='"$(VERSION)"' $(LUAJIT_CFLAGS) $(LIBBPF_CFLAGS) -MMD -MP
+	     -DBH_VERSION='"$(VERSION)"' $(LUAJIT_CFLAGS) $(LIBBPF_CFLAGS) $(MHD_CFLAGS) -MMD -MP
 LIBFLAG ?= -shared
 LDFLAGS ?=
 
@@ -115,6 +118,17 @@ $(O)/bindings/lua_modules.h: $(LUA_SRC) Makefile | $(O)/bindings
 $(O)/bindings/lualib.o: $(O)/bindings/lua_modules.h
 $(O)/bindings/lualib.o: BH_CFLAGS += -I$(O)/bindings
 
+# Syscall names for the exporter's labels, from this system's <asm/unistd.h>.
+$(O)/bindings/syscall_names.h: Makefile | $(O)/bindings
+	$(call msg,GEN,$@)
+	$(Q){ printf 'static const char *const bh_syscall_names[] = {\n'; \
+		echo '#include <asm/unistd.h>' | $(CC) -E -dM - \
+		| sed -n 's/^#define __NR_\([a-z0-9_]*\) \([0-9][0-9]*\)$$/\t[\2] = "\1",/p' | sort -t'[' -k2 -n; \
+		printf '};\n'; } > $@.tmp && mv $@.tmp $@
+
+$(O)/bindings/exporter.o: $(O)/bindings/syscall_names.h
+$(O)/bindings/exporter.o: BH_CFLAGS += -I$(O)/bindings
+
 $(O)/host/%.o: host/%.c | $(O)/host
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(BH_CFLAGS) $(LIBEDIT_CFLAGS) -Ibindings -c $< -o $@
@@ -122,11 +136,11 @@ $(O)/host/%.o: host/%.c | $(O)/host
 # The module never links libluajit: the interpreter that loads it provides it.
 $(MODULE): $(BINDINGS_OBJ) | $(O)/lib
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) -lelf -lz
+	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) $(MHD_LIBS) -lelf -lz
 
 $(HOST): $(HOST_OBJ) $(BINDINGS_OBJ) | $(O)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) -lelf -lz $(LIBEDIT_LIBS) -lm -ldl
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) $(MHD_LIBS) -lelf -lz $(LIBEDIT_LIBS) -lm -ldl
 
 ifeq ($(GEN_VMLINUX),1)
 $(VMLINUX_H): | $(O)
@@ -174,7 +188,8 @@ clean:
 
 DEB_PKGS := make gcc pkg-config clang llvm libbpf-dev libelf-dev zlib1g-dev \
 	    luajit libluajit-5.1-dev bpftool lua-busted luarocks libedit-dev \
-	    lua5.4 liblua5.4-dev iproute2 util-linux
+	    lua5.4 liblua5.4-dev iproute2 util-linux \
+	    libmicrohttpd-dev prometheus curl
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \

@@ -29,6 +29,7 @@
 #define BH_LINK_MT   "bpfhost.link"
 #define BH_TYPE_MT   "bpfhost.type"
 #define BH_ERROR_MT  "bpfhost.error"
+#define BH_EXPORTER_MT "bpfhost.exporter"
 
 /* -- Lua 5.1 / 5.4 ------------------------------------------------------- */
 
@@ -289,6 +290,7 @@ BH_LOCAL void bh_map_init(lua_State *L);
 BH_LOCAL void bh_prog_init(lua_State *L);
 BH_LOCAL void bh_link_init(lua_State *L);
 BH_LOCAL void bh_loop_init(lua_State *L);
+BH_LOCAL void bh_exporter_init(lua_State *L);
 BH_LOCAL void bh_lualib_init(lua_State *L);
 BH_LOCAL void bh_sys_init(lua_State *L);
 BH_LOCAL void bh_mmap_init(lua_State *L);
