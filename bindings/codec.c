@@ -75,6 +75,7 @@ struct compiler {
 	const struct btf *btf;
 	struct bh_type *ty;
 	int depth;
+	int kflag_aware;     /* -1 until known: does btf's producer mark signed enums? */
 };
 
 static const struct btf_type *skip_mods(const struct btf *btf, uint32_t *id)
@@ -106,42 +107,84 @@ static int is_kernel_managed(const struct btf *btf, const struct btf_type *t)
 	return 0;
 }
 
-static const char *type_cname(struct compiler *c, uint32_t id)
+/*
+ * The C spelling of type id, as a message names it: "struct stats",
+ * "counter_t", "u16[2][3]", "void *". Qualifiers are dropped.
+ */
+static void spell(const struct btf *btf, uint32_t id, char *buf, size_t n, int depth)
 {
-	const struct btf_type *t = btf__type_by_id(c->btf, id);
-	const char *n;
-	char buf[256];
+	const struct btf_type *t = btf__type_by_id(btf, id);
+	const char *name;
+	uint32_t dims[8];
+	int ndims = 0, i;
+	size_t len;
 
-	if (!t)
-		return "?";
-	n = btf__name_by_offset(c->btf, t->name_off);
+	if (!id) {
+		snprintf(buf, n, "void");
+		return;
+	}
+	if (!t || depth > 16) {
+		snprintf(buf, n, "?");
+		return;
+	}
+	name = btf__name_by_offset(btf, t->name_off);
+	if (!name || !*name)
+		name = "(anon)";
 	switch (btf_kind(t)) {
 	case BTF_KIND_STRUCT:
-		snprintf(buf, sizeof(buf), "struct %s", n && *n ? n : "(anon)");
-		return astrdup(c->L, c->ty, buf);
+		snprintf(buf, n, "struct %s", name);
+		return;
 	case BTF_KIND_UNION:
-		snprintf(buf, sizeof(buf), "union %s", n && *n ? n : "(anon)");
-		return astrdup(c->L, c->ty, buf);
+		snprintf(buf, n, "union %s", name);
+		return;
 	case BTF_KIND_ENUM:
 	case BTF_KIND_ENUM64:
-		snprintf(buf, sizeof(buf), "enum %s", n && *n ? n : "(anon)");
-		return astrdup(c->L, c->ty, buf);
-	case BTF_KIND_PTR:
-		return "pointer";
+		snprintf(buf, n, "enum %s", name);
+		return;
 	case BTF_KIND_CONST:
 	case BTF_KIND_VOLATILE:
 	case BTF_KIND_RESTRICT:
 	case BTF_KIND_TYPE_TAG:
-		return type_cname(c, t->type);
-	case BTF_KIND_ARRAY: {
-		const struct btf_array *a = btf_array(t);
+		spell(btf, t->type, buf, n, depth + 1);
+		return;
+	case BTF_KIND_PTR: {
+		const struct btf_type *pt = btf__type_by_id(btf, t->type);
 
-		snprintf(buf, sizeof(buf), "%s[%u]", type_cname(c, a->type), a->nelems);
-		return astrdup(c->L, c->ty, buf);
+		while (pt && btf_is_mod(pt))
+			pt = btf__type_by_id(btf, pt->type);
+		if (pt && btf_is_func_proto(pt)) {
+			snprintf(buf, n, "function pointer");
+			return;
+		}
+		spell(btf, t->type, buf, n, depth + 1);
+		len = strlen(buf);
+		snprintf(buf + len, n - len, "%s*", buf[len ? len - 1 : 0] == '*' ? "" : " ");
+		return;
 	}
+	case BTF_KIND_ARRAY:
+		/* u16[2][3] is an array of 2 arrays of 3: the outer bound comes first */
+		while (t && btf_is_array(t) && ndims < 8) {
+			dims[ndims++] = btf_array(t)->nelems;
+			id = btf_array(t)->type;
+			t = btf__type_by_id(btf, id);
+		}
+		spell(btf, id, buf, n, depth + 1);
+		for (i = 0; i < ndims; i++) {
+			len = strlen(buf);
+			snprintf(buf + len, n - len, "[%u]", dims[i]);
+		}
+		return;
 	default:
-		return n && *n ? astrdup(c->L, c->ty, n) : "?";
+		snprintf(buf, n, "%s", name);
 	}
+}
+
+static const char *type_cname(struct compiler *c, uint32_t id)
+{
+	char buf[256];
+
+	spell(c->btf, id, buf, sizeof(buf), 0);
+	return astrdup(c->L, c->ty, buf);
 }
 
 static struct bh_plan *compile(struct compiler *c, uint32_t id);
@@ -155,11 +198,14 @@ static struct bh_plan *new_plan(struct compiler *c, enum bh_kind k, uint32_t siz
 	return p;
 }
 
-static uint32_t count_members(struct compiler *c, const struct btf_type *t)
+/* Named members of t once anonymous ones are flattened; *nunions counts the unions. */
+static uint32_t count_members(struct compiler *c, const struct btf_type *t, int *nunions)
 {
 	const struct btf_member *m = btf_members(t);
 	uint32_t i, n = 0;
 
+	if (btf_is_union(t))
+		(*nunions)++;
 	for (i = 0; i < btf_vlen(t); i++, m++) {
 		uint32_t mid = m->type;
 		const struct btf_type *mt = skip_mods(c->btf, &mid);
@@ -167,38 +213,47 @@ static uint32_t count_members(struct compiler *c, const struct btf_type *t)
 
 		if (!mt || is_kernel_managed(c->btf, mt))
 			continue;
-		if ((!name || !*name) && btf_is_composite(mt))
-			n += count_members(c, mt);
-		else if (name && *name)
+		if ((!name || !*name) && btf_is_composite(mt)) {
+			if (++c->depth > 64)
+				luaL_error(c->L, "type nests too deeply");
+			n += count_members(c, mt, nunions);
+			c->depth--;
+		} else if (name && *name) {
 			n++;
+		}
 	}
 	return n;
 }
 
 /*
  * Flatten the members of t into p->fields from *pos. Anonymous struct and
- * union members are inlined; the members of each union (top-level or
- * anonymous) get their own group, so that encode can refuse two of them.
- * gmember tells apart the union's members: fields inlined from one anonymous
- * struct inside a union count as one member.
+ * union members are inlined. Each union (t itself, or an anonymous one)
+ * becomes a group; its fields record the group and which of the union's
+ * members they come from (the fields of one anonymous struct inside a union
+ * are one member), and a union nested in another's member records where it
+ * sits, so that encode can refuse two members of any union.
  */
 static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf_type *t,
-			 uint32_t base_bits, int group, int gmember, uint32_t *pos, int *gmembers)
+			 uint32_t base_bits, int group, int member, uint32_t *pos)
 {
 	const struct btf_member *m = btf_members(t);
 	int is_union = btf_is_union(t);
-	int my_group = group;
 	uint32_t i;
 
-	if (is_union)
-		my_group = ++p->ngroups;
+	if (is_union) {
+		int g = ++p->ngroups;
+
+		p->groups[g].parent = group;
+		p->groups[g].member = member;
+		group = g;
+	}
 	for (i = 0; i < btf_vlen(t); i++, m++) {
 		uint32_t mid = m->type;
 		const struct btf_type *mt = skip_mods(c->btf, &mid);
 		const char *name = btf__name_by_offset(c->btf, m->name_off);
 		uint32_t bits = base_bits + btf_member_bit_offset(t, i);
 		uint32_t bsz = btf_member_bitfield_size(t, i);
-		int gm = is_union ? (int)i + 1 : gmember;
+		int mem = is_union ? (int)i + 1 : member;
 		struct bh_field *f;
 
 		if (!mt)
@@ -206,15 +261,15 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 		if (is_kernel_managed(c->btf, mt))
 			continue;
 		if ((!name || !*name) && btf_is_composite(mt)) {
-			fill_members(c, p, mt, bits, my_group, gm, pos, gmembers);
+			fill_members(c, p, mt, bits, group, mem, pos);
 			continue;
 		}
 		if (!name || !*name)
 			continue;
 		f = &p->fields[(*pos)++];
 		f->name = astrdup(c->L, c->ty, name);
-		f->group = my_group;
-		gmembers[*pos - 1] = gm;
+		f->group = group;
+		f->member = mem;
 		f->plan = compile(c, m->type);
 		/* Old-style (non-kflag) bitfields live in the int type itself. */
 		if (!bsz && btf_is_int(mt) &&
@@ -228,6 +283,8 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 			if (f->plan->kind != BH_K_INT && f->plan->kind != BH_K_ENUM &&
 			    f->plan->kind != BH_K_BOOL)
 				luaL_error(c->L, "bad BTF: bitfield %s is not an integer", name);
+			if (bsz > 64)
+				luaL_error(c->L, "bad BTF: bitfield %s has %u bits", name, bsz);
 			f->off = bits / 8;
 			f->bit_off = bits % 8;
 			f->bit_size = (uint16_t)bsz;
@@ -240,24 +297,13 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 static struct bh_plan *compile_composite(struct compiler *c, uint32_t id, const struct btf_type *t)
 {
 	struct bh_plan *p = new_plan(c, btf_is_union(t) ? BH_K_UNION : BH_K_STRUCT, t->size);
-	uint32_t n = count_members(c, t), pos = 0, i;
-	int *gm;
+	int nunions = 0;
+	uint32_t n = count_members(c, t, &nunions), pos = 0;
 
 	p->cname = type_cname(c, id);
-	p->count = n;
 	p->fields = aalloc(c->L, c->ty, sizeof(struct bh_field) * (n ? n : 1));
-	gm = calloc(n ? n : 1, sizeof(int));
-	if (!gm)
-		luaL_error(c->L, "out of memory compiling a type");
-	fill_members(c, p, t, 0, 0, 0, &pos, gm);
-	/*
-	 * Groups are recorded per field as group * 65536 + member, so encode
-	 * compares one int per field.
-	 */
-	for (i = 0; i < pos; i++)
-		if (p->fields[i].group)
-			p->fields[i].group = p->fields[i].group * 65536 + gm[i];
-	free(gm);
+	p->groups = aalloc(c->L, c->ty, sizeof(struct bh_group) * (size_t)(nunions + 1));
+	fill_members(c, p, t, 0, 0, 0, &pos);
 	p->count = pos;
 	return p;
 }
@@ -278,12 +324,52 @@ static struct bh_plan *compile_int(struct compiler *c, uint32_t id, const struct
 	return p;
 }
 
+/*
+ * Producers that know BTF_KIND_ENUM64 (LLVM >= 15, pahole >= 1.24) mark signed
+ * enums with kflag; older ones (Debian 12's clang 14) leave kflag 0 for all
+ * and store values as s32. A BTF holding any ENUM64 or kflag enum is from the
+ * former.
+ */
+static int kflag_aware(struct compiler *c)
+{
+	uint32_t i, n;
+
+	if (c->kflag_aware >= 0)
+		return c->kflag_aware;
+	c->kflag_aware = 0;
+	n = btf__type_cnt(c->btf);
+	for (i = 1; i < n; i++) {
+		const struct btf_type *t = btf__type_by_id(c->btf, i);
+
+		if (t && (btf_is_enum64(t) || (btf_is_enum(t) && btf_kflag(t)))) {
+			c->kflag_aware = 1;
+			break;
+		}
+	}
+	return c->kflag_aware;
+}
+
 static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struct btf_type *t)
 {
 	struct bh_plan *p = new_plan(c, BH_K_ENUM, t->size);
 	uint32_t i, n = btf_vlen(t);
 
+	if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
+		luaL_error(c->L, "bad BTF: enum of %u bytes", t->size);
 	p->is_signed = btf_kflag(t);
+	if (btf_is_enum(t) && !p->is_signed) {
+		/*
+		 * An 8-byte ENUM only comes from a producer without ENUM64,
+		 * which cut the values to 32 bits. A 32-bit one with a value
+		 * that reads negative as s32 is signed, unless its producer
+		 * would have said so with kflag.
+		 */
+		if (t->size == 8)
+			p->flags |= BH_PLAN_ENUM_CUT;
+		for (i = 0; i < n && !p->is_signed; i++)
+			if ((int32_t)btf_enum(t)[i].val < 0 && !kflag_aware(c))
+				p->is_signed = 1;
+	}
 	p->cname = type_cname(c, id);
 	p->count = n;
 	p->enums = aalloc(c->L, c->ty, sizeof(struct bh_enumval) * (n ? n : 1));
@@ -292,7 +378,8 @@ static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struc
 			const struct btf_enum *e = btf_enum(t) + i;
 
 			p->enums[i].name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
-			p->enums[i].val = p->is_signed ? (int64_t)e->val : (int64_t)(uint32_t)e->val;
+			p->enums[i].val = p->is_signed ? (int64_t)(int32_t)e->val
+						       : (int64_t)(uint32_t)e->val;
 		} else {
 			const struct btf_enum64 *e = btf_enum64(t) + i;
 
@@ -300,8 +387,6 @@ static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struc
 			p->enums[i].val = (int64_t)btf_enum64_value(e);
 		}
 	}
-	if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
-		luaL_error(c->L, "bad BTF: enum of %u bytes", t->size);
 	return p;
 }
 
@@ -347,7 +432,7 @@ static struct bh_plan *compile(struct compiler *c, uint32_t id)
 		break;
 	case BTF_KIND_PTR:
 		p = new_plan(c, BH_K_INT, sizeof(void *));
-		p->cname = "pointer";
+		p->cname = type_cname(c, id);
 		break;
 	case BTF_KIND_ENUM:
 	case BTF_KIND_ENUM64:
@@ -505,7 +590,7 @@ static char *make_decl(const struct btf *btf, uint32_t id)
 struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id)
 {
 	struct bh_type *t = type_newud(L);
-	struct compiler c = { L, btf, t, 0 };
+	struct compiler c = { L, btf, t, 0, -1 };
 
 	t->root = compile(&c, type_id);
 	if (t->root->kind == BH_K_STRUCT || t->root->kind == BH_K_UNION ||
@@ -745,15 +830,13 @@ static int type_encode(lua_State *L)
 {
 	struct bh_type *t = bh_type_check(L, 1);
 	struct bh_cctx c = { L, "encode", "type", t->root->cname, "value", 0, { { 0 } } };
-	luaL_Buffer b;
 	char *dst;
 
 	luaL_checkany(L, 2);
+	lua_settop(L, 2);
 	dst = lua_newuserdata(L, t->root->size ? t->root->size : 1); /* freed by GC */
 	bh_encode(&c, t->root, 2, dst);
-	luaL_buffinit(L, &b);
-	luaL_addlstring(&b, dst, t->root->size);
-	luaL_pushresult(&b);
+	lua_pushlstring(L, dst, t->root->size);
 	return 1;
 }
 
@@ -761,9 +844,13 @@ static int type_decode(lua_State *L)
 {
 	struct bh_type *t = bh_type_check(L, 1);
 	struct bh_cctx c = { L, "decode", "type", t->root->cname, "value", 0, { { 0 } } };
+	const char *s;
 	size_t n;
-	const char *s = luaL_checklstring(L, 2, &n);
 
+	if (lua_type(L, 2) != LUA_TSTRING)
+		luaL_error(L, "decode type '%s': expected a string of %d bytes, got %s",
+			   t->root->cname, (int)t->root->size, luaL_typename(L, 2));
+	s = lua_tolstring(L, 2, &n);
 	if (n != t->root->size)
 		luaL_error(L, "decode type '%s': %d bytes given, the type has %d", t->root->cname,
 			   (int)n, (int)t->root->size);
@@ -793,6 +880,8 @@ static int type_index(lua_State *L)
 /* ------------------------------------------------------------------------ */
 /* -- Errors with a path -------------------------------------------------- */
 
+#define MAXSEG ((int)(sizeof(((struct bh_cctx *)0)->seg) / sizeof(((struct bh_cctx *)0)->seg[0])))
+
 int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 {
 	lua_State *L = c->L;
@@ -804,6 +893,7 @@ int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	lua_checkstack(L, 8);
 	luaL_buffinit(L, &b);
 	if (c->name)
 		lua_pushfstring(L, "%s %s '%s': ", c->op, c->what, c->name);
@@ -811,7 +901,7 @@ int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 		lua_pushfstring(L, "%s: ", c->op);
 	luaL_addvalue(&b);
 	luaL_addstring(&b, c->root);
-	for (i = 0; i < c->depth && i < (int)(sizeof(c->seg) / sizeof(c->seg[0])); i++) {
+	for (i = 0; i < c->depth && i < MAXSEG; i++) {
 		if (c->seg[i].name) {
 			luaL_addchar(&b, '.');
 			luaL_addstring(&b, c->seg[i].name);
@@ -820,6 +910,8 @@ int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 			luaL_addvalue(&b);
 		}
 	}
+	if (c->depth > MAXSEG)
+		luaL_addstring(&b, "...");
 	luaL_addstring(&b, ": ");
 	luaL_addstring(&b, msg);
 	luaL_pushresult(&b);
@@ -827,13 +919,33 @@ int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 	abort(); /* not reached */
 }
 
-static void push_seg(struct bh_cctx *c, const char *name, long idx)
+static inline void push_seg(struct bh_cctx *c, const char *name, long idx)
 {
-	if (c->depth < (int)(sizeof(c->seg) / sizeof(c->seg[0]))) {
+	if (c->depth < MAXSEG) {
 		c->seg[c->depth].name = name;
 		c->seg[c->depth].idx = idx;
 	}
 	c->depth++;
+}
+
+/* s (len bytes) quoted for a message: at most max bytes, unprintable ones escaped. */
+static void quote(const char *s, size_t len, char *buf, size_t n, size_t max)
+{
+	size_t i, o = 0;
+
+	buf[o++] = '\'';
+	for (i = 0; i < len && i < max && o + 6 < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\' && ch != '\'')
+			buf[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(buf + o, n - o, "\\%u", ch);
+	}
+	buf[o++] = '\'';
+	buf[o] = '\0';
+	if (i < len)
+		snprintf(buf + o, n - o, "... (%zu bytes)", len);
 }
 
 /* A short rendering of the Lua value at idx, for messages. */
@@ -842,6 +954,7 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 	switch (lua_type(L, idx)) {
 	case LUA_TNUMBER: {
 		lua_Number d = lua_tonumber(L, idx);
+		int prec;
 
 #if LUA_VERSION_NUM >= 503
 		if (lua_isinteger(L, idx)) {
@@ -853,19 +966,11 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 			return "nan";
 		if (isinf(d))
 			return d > 0 ? "inf" : "-inf";
-		snprintf(buf, n, "%.17g", d);
-		/* prefer the shortest form that reads back */
-		{
-			char s2[64];
-			int prec;
-
-			for (prec = 1; prec <= 17; prec++) {
-				snprintf(s2, sizeof(s2), "%.*g", prec, d);
-				if (strtod(s2, NULL) == d) {
-					snprintf(buf, n, "%s", s2);
-					break;
-				}
-			}
+		/* the shortest form that reads back */
+		for (prec = 1; prec <= 17; prec++) {
+			snprintf(buf, n, "%.*g", prec, d);
+			if (strtod(buf, NULL) == d)
+				break;
 		}
 		return buf;
 	}
@@ -873,10 +978,7 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 		size_t len;
 		const char *s = lua_tolstring(L, idx, &len);
 
-		if (len > 40)
-			snprintf(buf, n, "'%.37s...' (%zu bytes)", s, len);
-		else
-			snprintf(buf, n, "'%s'", s);
+		quote(s, len, buf, n, 32);
 		return buf;
 	}
 	case LUA_TBOOLEAN:
@@ -896,12 +998,15 @@ static char box_key, unbox_key;
 /*
  * LuaJIT's C API has no int64: the only way to make or read an int64_t /
  * uint64_t cdata is through the FFI, so this one small helper uses it.
+ * unbox returns 2 (uint64_t, stored at p), 1 (int64_t, stored at p), 3 and
+ * a number (other numeric cdata), or 0 and the ctype's name.
  */
 static const char helper_src[] =
 	"local ffi = require 'ffi'\n"
-	"local cast, istype = ffi.cast, ffi.istype\n"
-	"local u64, i64 = ffi.typeof('uint64_t'), ffi.typeof('int64_t')\n"
-	"local pu64, pi64 = ffi.typeof('uint64_t *'), ffi.typeof('int64_t *')\n"
+	"local cast, istype, typeof = ffi.cast, ffi.istype, ffi.typeof\n"
+	"local u64, i64 = typeof('uint64_t'), typeof('int64_t')\n"
+	"local pu64, pi64 = typeof('uint64_t *'), typeof('int64_t *')\n"
+	"local cx, cxf, cb = typeof('complex'), typeof('complex float'), typeof('bool')\n"
 	"local function box(p, signed)\n"
 	"  if signed then return cast(pi64, p)[0] end\n"
 	"  return cast(pu64, p)[0]\n"
@@ -909,9 +1014,11 @@ static const char helper_src[] =
 	"local function unbox(v, p)\n"
 	"  if istype(u64, v) then cast(pu64, p)[0] = v return 2 end\n"
 	"  if istype(i64, v) then cast(pi64, p)[0] = v return 1 end\n"
-	"  local ok, n = pcall(tonumber, v)\n"
-	"  if ok and type(n) == 'number' then return 3, n end\n"
-	"  return 0\n"
+	"  if not (istype(cx, v) or istype(cxf, v) or istype(cb, v)) then\n"
+	"    local n = tonumber(v)\n"
+	"    if type(n) == 'number' then return 3, n end\n"
+	"  end\n"
+	"  return 0, (tostring(typeof(v)):gsub('^ctype<(.*)>$', '%1'))\n"
 	"end\n"
 	"return box, unbox\n";
 #endif
@@ -1004,6 +1111,42 @@ static const char *i128_str(i128 v, char *buf, size_t n)
 	return buf;
 }
 
+#ifdef BH_LUAJIT
+/*
+ * Unbox the cdata at idx through the FFI helper: returns its kind (see
+ * helper_src) with *raw set for 64-bit integers; kind 3 leaves its number
+ * pushed, kind 0 its ctype name; 1 and 2 push nothing.
+ */
+static int unbox_cdata(lua_State *L, int idx, uint64_t *raw)
+{
+	int kind;
+
+	lua_pushlightuserdata(L, &unbox_key);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushliteral(L, "cdata");
+		return 0;
+	}
+	lua_pushvalue(L, idx);
+	lua_pushlightuserdata(L, raw);
+	lua_call(L, 2, 2);
+	kind = (int)lua_tointeger(L, -2);
+	lua_remove(L, -2);
+	if (kind == 1 || kind == 2)
+		lua_pop(L, 1);
+	return kind;
+}
+#endif
+
+static __attribute__((noinline, noreturn)) void enum_cut(struct bh_cctx *c,
+							  const struct bh_plan *p, const char *s)
+{
+	bh_codec_error(c, "'%s': the BTF of %s holds its 64-bit values cut to 32 bits (made by "
+			  "clang < 15): give the number",
+		       s, p->cname);
+}
+
 /* Lua value at idx as an exact integer, or a codec error naming why not. */
 static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 {
@@ -1026,9 +1169,9 @@ static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 		}
 #endif
 		d = lua_tonumber(L, idx);
-		if (d != d || isinf(d) || d != floor(d))
+		if (unlikely(d != d || isinf(d) || d != floor(d)))
 			bh_codec_error(c, "%s is not an integer", show(L, idx, sb, sizeof(sb)));
-		if (d >= 0x1p100 || d <= -0x1p100)
+		if (unlikely(d >= 0x1p100 || d <= -0x1p100))
 			bh_codec_error(c, "%s does not fit %s", show(L, idx, sb, sizeof(sb)),
 				       p->cname);
 		return (i128)d;
@@ -1038,10 +1181,18 @@ static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 		const char *s = lua_tolstring(L, idx, &len);
 		uint32_t i;
 
-		if (p->kind == BH_K_ENUM)
-			for (i = 0; i < p->count; i++)
-				if (!strcmp(p->enums[i].name, s))
-					return p->enums[i].val;
+		if (p->kind == BH_K_ENUM) {
+			for (i = 0; i < p->count; i++) {
+				const char *n = p->enums[i].name;
+
+				if (n[0] == s[0] && !strcmp(n, s) && strlen(n) == len) {
+					if (p->flags & BH_PLAN_ENUM_CUT)
+						enum_cut(c, p, n);
+					return p->is_signed ? (i128)p->enums[i].val
+							    : (i128)(uint64_t)p->enums[i].val;
+				}
+			}
+		}
 		if (!parse_int_string(s, len, &v)) {
 			if (p->kind == BH_K_ENUM)
 				bh_codec_error(c, "%s is not a value of %s", show(L, idx, sb, sizeof(sb)),
@@ -1053,37 +1204,45 @@ static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 #ifdef BH_LUAJIT
 	case 10: { /* LUA_TCDATA */
 		uint64_t raw = 0;
-		int kind;
+		int kind = unbox_cdata(L, idx, &raw);
 
-		lua_pushlightuserdata(L, &unbox_key);
-		lua_rawget(L, LUA_REGISTRYINDEX);
-		lua_pushvalue(L, idx);
-		lua_pushlightuserdata(L, &raw);
-		lua_call(L, 2, 2);
-		kind = (int)lua_tointeger(L, -2);
 		if (kind == 3) {
-			lua_replace(L, -2);
 			v = get_int(c, p, lua_gettop(L));
 			lua_pop(L, 1);
 			return v;
 		}
-		lua_pop(L, 2);
 		if (kind == 2)
 			return (i128)raw;
 		if (kind == 1)
 			return (i128)(int64_t)raw;
-		bh_codec_error(c, "cdata is not an integer");
+		bh_codec_error(c, "cdata<%s> is not an integer", lua_tostring(L, -1));
 	}
 #endif
 	default:
+		if (p->kind == BH_K_ENUM)
+			bh_codec_error(c, "expected an integer or a name of %s, got %s", p->cname,
+				       luaL_typename(L, idx));
 		bh_codec_error(c, "expected an integer, got %s", luaL_typename(L, idx));
 	}
 	return 0;
 }
 
-static void range_check(struct bh_cctx *c, const struct bh_plan *p, i128 v, unsigned bits, int idx)
+static __attribute__((noinline, noreturn)) void range_fail(struct bh_cctx *c,
+							    const struct bh_plan *p, i128 v,
+							    unsigned bits, i128 lo, i128 hi)
 {
-	char sb[96], a[48], b[48];
+	char sb[48], a[48], b[48];
+
+	if (!p->is_signed && v < 0)
+		bh_codec_error(c, "%s is negative for an unsigned field", i128_str(v, sb, sizeof(sb)));
+	if (bits != p->size * 8)
+		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)), bits);
+	bh_codec_error(c, "%s does not fit %s (%s..%s)", i128_str(v, sb, sizeof(sb)), p->cname,
+		       i128_str(lo, a, sizeof(a)), i128_str(hi, b, sizeof(b)));
+}
+
+static inline void range_check(struct bh_cctx *c, const struct bh_plan *p, i128 v, unsigned bits)
+{
 	i128 lo, hi;
 
 	if (p->is_signed) {
@@ -1093,18 +1252,11 @@ static void range_check(struct bh_cctx *c, const struct bh_plan *p, i128 v, unsi
 		lo = 0;
 		hi = ((i128)1 << bits) - 1;
 	}
-	if (v >= lo && v <= hi)
-		return;
-	if (!p->is_signed && v < 0)
-		bh_codec_error(c, "%s is negative for an unsigned field", i128_str(v, sb, sizeof(sb)));
-	if (bits != p->size * 8)
-		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)), bits);
-	bh_codec_error(c, "%s does not fit %s (%s..%s)", i128_str(v, sb, sizeof(sb)), p->cname,
-		       i128_str(lo, a, sizeof(a)), i128_str(hi, b, sizeof(b)));
-	(void)idx;
+	if (unlikely(v < lo || v > hi))
+		range_fail(c, p, v, bits, lo, hi);
 }
 
-static void store_int(void *dst, uint32_t size, uint64_t u)
+static inline void store_int(void *dst, uint32_t size, uint64_t u)
 {
 	switch (size) {
 	case 1: *(uint8_t *)dst = (uint8_t)u; break;
@@ -1114,7 +1266,7 @@ static void store_int(void *dst, uint32_t size, uint64_t u)
 	}
 }
 
-static uint64_t load_int(const void *src, uint32_t size, int is_signed)
+static inline uint64_t load_int(const void *src, uint32_t size, int is_signed)
 {
 	switch (size) {
 	case 1:
@@ -1186,14 +1338,38 @@ static void enc_bool(struct bh_cctx *c, const struct bh_plan *p, int idx, unsign
 
 static void enc_float(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
 {
+	lua_State *L = c->L;
 	lua_Number d;
+	char sb[64];
 
-	if (lua_type(c->L, idx) != LUA_TNUMBER)
-		bh_codec_error(c, "expected a number, got %s", luaL_typename(c->L, idx));
-	d = lua_tonumber(c->L, idx);
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		d = lua_tonumber(L, idx);
+#ifdef BH_LUAJIT
+	} else if (lua_type(L, idx) == 10) { /* LUA_TCDATA */
+		uint64_t raw = 0;
+		int kind = unbox_cdata(L, idx, &raw);
+
+		if (kind == 0)
+			bh_codec_error(c, "cdata<%s> is not a number", lua_tostring(L, -1));
+		if (kind == 3) {
+			d = lua_tonumber(L, -1);
+			lua_pop(L, 1);
+		} else {
+			d = kind == 2 ? (lua_Number)raw : (lua_Number)(int64_t)raw;
+		}
+#endif
+	} else {
+		bh_codec_error(c, "expected a number, got %s", luaL_typename(L, idx));
+	}
 	if (p->size == 4) {
-		float f = (float)d;
+		float f;
 
+		if (isfinite(d) && (d > 3.40282346638528859811704183484516925e+38 ||
+				    d < -3.40282346638528859811704183484516925e+38)) {
+			lua_pushnumber(L, d);
+			bh_codec_error(c, "%s does not fit float", show(L, -1, sb, sizeof(sb)));
+		}
+		f = (float)d;
 		memcpy(dst, &f, 4);
 	} else {
 		double x = (double)d;
@@ -1216,10 +1392,37 @@ static void enc_chars(struct bh_cctx *c, const struct bh_plan *p, int idx, unsig
 	memset(dst + len, 0, p->count - len);
 }
 
+/*
+ * The key of a lua_next pass over an array (at -2) as an index 0..count-1,
+ * or an error naming what is wrong with it.
+ */
+static uint32_t array_index(struct bh_cctx *c, const struct bh_plan *p, int tbl)
+{
+	lua_State *L = c->L;
+	char sb[96];
+	lua_Number d;
+
+	if (lua_type(L, -2) != LUA_TNUMBER) {
+		if (lua_type(L, -2) == LUA_TSTRING)
+			bh_codec_error(c, "%s takes an array, got key %s", p->cname,
+				       show(L, -2, sb, sizeof(sb)));
+		bh_codec_error(c, "%s takes an array, got a %s key", p->cname,
+			       luaL_typename(L, -2));
+	}
+	d = lua_tonumber(L, -2);
+	if (d >= 1 && d <= p->count && d == floor(d))
+		return (uint32_t)d - 1;
+	if (bh_rawlen(L, tbl) > p->count)
+		bh_codec_error(c, "%zu elements do not fit %s", (size_t)bh_rawlen(L, tbl),
+			       p->cname);
+	bh_codec_error(c, "index %s is out of range for %s (1..%u)", show(L, -2, sb, sizeof(sb)),
+		       p->cname, p->count);
+	return 0;
+}
+
 static void enc_bytes(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
 {
 	lua_State *L = c->L;
-	uint32_t i;
 
 	if (lua_type(L, idx) == LUA_TSTRING) {
 		size_t len;
@@ -1234,20 +1437,13 @@ static void enc_bytes(struct bh_cctx *c, const struct bh_plan *p, int idx, unsig
 	if (lua_type(L, idx) != LUA_TTABLE)
 		bh_codec_error(c, "expected a string of %u bytes, got %s", p->count,
 			       luaL_typename(L, idx));
-	lua_rawgeti(L, idx, (int)p->count + 1);
-	if (!lua_isnil(L, -1))
-		bh_codec_error(c, "more than %u elements do not fit %s", p->count, p->cname);
-	lua_pop(L, 1);
-	for (i = 0; i < p->count; i++) {
+	memset(dst, 0, p->count);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		uint32_t i = array_index(c, p, idx);
 		lua_Number d;
 		char sb[64];
 
-		lua_rawgeti(L, idx, (int)i + 1);
-		if (lua_isnil(L, -1)) {
-			lua_pop(L, 1);
-			dst[i] = 0;
-			continue;
-		}
 		push_seg(c, NULL, (long)i + 1);
 		if (lua_type(L, -1) != LUA_TNUMBER)
 			bh_codec_error(c, "expected a byte, got %s", luaL_typename(L, -1));
@@ -1297,25 +1493,23 @@ static void enc_raw(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigne
 static void enc_array(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
 {
 	lua_State *L = c->L;
-	uint32_t i;
-	int top;
+	const struct bh_plan *e = p->elem;
 
 	if (lua_type(L, idx) != LUA_TTABLE)
 		bh_codec_error(c, "expected an array (table) for %s, got %s", p->cname,
 			       luaL_typename(L, idx));
-	lua_rawgeti(L, idx, (int)p->count + 1);
-	if (!lua_isnil(L, -1))
-		bh_codec_error(c, "%zu elements do not fit %s", (size_t)bh_rawlen(L, idx), p->cname);
-	lua_pop(L, 1);
-	top = lua_gettop(L);
-	for (i = 0; i < p->count; i++) {
-		lua_rawgeti(L, idx, (int)i + 1);
-		if (!lua_isnil(L, -1)) {
-			push_seg(c, NULL, (long)i + 1);
-			enc(c, p->elem, top + 1, dst + (size_t)i * p->elem->size);
-			c->depth--;
-		}
-		lua_settop(L, top);
+	luaL_checkstack(L, 8, "value nests too deeply");
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		uint32_t i = array_index(c, p, idx);
+
+		push_seg(c, NULL, (long)i + 1);
+		/* bh_encode zeroed the whole value; a later key may not zero it again */
+		if (e->kind == BH_K_STRUCT || e->kind == BH_K_UNION || e->kind == BH_K_ARRAY)
+			memset(dst + (size_t)i * e->size, 0, e->size);
+		enc(c, e, lua_gettop(L), dst + (size_t)i * e->size);
+		c->depth--;
+		lua_pop(L, 1);
 	}
 }
 
@@ -1332,14 +1526,53 @@ static int field_index(const struct bh_plan *p, const char *k, size_t klen)
 	return -1;
 }
 
-static void unknown_field(struct bh_cctx *c, const struct bh_plan *p, const char *k)
+/* Edit distance of a and b, or a large number when they are long or far apart. */
+static int distance(const char *a, const char *b)
 {
-	char list[256];
-	size_t pos = 0;
-	uint32_t i;
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	int row[64], prev, tmp;
 
-	list[0] = '\0';
-	for (i = 0; i < p->count && i < 8; i++) {
+	if (la >= 63 || lb >= 63)
+		return 99;
+	for (j = 0; j <= lb; j++)
+		row[j] = (int)j;
+	for (i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = (int)i;
+		for (j = 1; j <= lb; j++) {
+			int best = prev + ((a[i - 1] | 0x20) != (b[j - 1] | 0x20));
+
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			tmp = row[j];
+			row[j] = best;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}
+
+/*
+ * "unknown field 'pakets' (struct stats has packets, delta, seen, ...)": the
+ * list holds at most four items, "..." counting as one, so a struct of up to
+ * four fields is listed whole and a larger one by its first three. A field
+ * name close to the unknown one that the list leaves out is suggested.
+ */
+#define LIST_FIELDS 4
+
+static __attribute__((noinline, noreturn)) void unknown_field(struct bh_cctx *c,
+							       const struct bh_plan *p,
+							       const char *k)
+{
+	char list[320], hint[96];
+	size_t pos = 0;
+	uint32_t i, shown = p->count <= LIST_FIELDS ? p->count : LIST_FIELDS - 1;
+	int best = -1, bestd = 3;
+
+	list[0] = hint[0] = '\0';
+	for (i = 0; i < shown; i++) {
 		int n = snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "",
 				 p->fields[i].name);
 
@@ -1347,11 +1580,21 @@ static void unknown_field(struct bh_cctx *c, const struct bh_plan *p, const char
 			break;
 		pos += (size_t)n;
 	}
-	if (p->count > 8 && pos + 6 < sizeof(list))
+	if (shown < p->count && pos + 6 < sizeof(list))
 		strcat(list, ", ...");
+	for (i = shown; i < p->count; i++) {
+		int d = distance(k, p->fields[i].name);
+
+		if (d < bestd && (d < 2 || strlen(k) > 3)) {
+			best = (int)i;
+			bestd = d;
+		}
+	}
+	if (best >= 0)
+		snprintf(hint, sizeof(hint), "; did you mean '%s'?", p->fields[best].name);
 	if (!p->count)
 		bh_codec_error(c, "unknown field '%s' (%s has no fields)", k, p->cname);
-	bh_codec_error(c, "unknown field '%s' (%s has %s)", k, p->cname, list);
+	bh_codec_error(c, "unknown field '%s' (%s has %s%s)", k, p->cname, list, hint);
 }
 
 static void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx, unsigned char *dst)
@@ -1370,7 +1613,7 @@ static void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx, unsi
 		} else {
 			v = get_int(c, p, idx);
 		}
-		range_check(c, p, v, f->bit_size, idx);
+		range_check(c, p, v, f->bit_size);
 		store_bits(dst + f->off, f->bit_off, f->bit_size, (uint64_t)v);
 	} else {
 		enc(c, p, idx, dst + f->off);
@@ -1378,51 +1621,141 @@ static void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx, unsi
 	c->depth--;
 }
 
+/*
+ * Where encode tracks which member of each union a table gave: used[g] is
+ * the member of group g, who[g] the field that chose it, rival[g] + 1 a
+ * field that gave another member.
+ */
+struct unions {
+	int *used, *who, *rival;
+	int agree;           /* some union got two members: check they agree */
+	int buf[3 * 16];
+};
+
+static void unions_init(lua_State *L, struct unions *u, int ngroups)
+{
+	size_t n = (size_t)ngroups + 1;
+
+	u->agree = 0;
+	if (n * 3 <= sizeof(u->buf) / sizeof(u->buf[0]))
+		u->used = u->buf;
+	else
+		u->used = lua_newuserdata(L, 3 * n * sizeof(int)); /* on the stack till done */
+	u->who = u->used + n;
+	u->rival = u->who + n;
+	memset(u->used, 0, 3 * n * sizeof(int));
+}
+
+/* Record field fi's member in every union around it; 1 if a union got a second one. */
+static int unions_take(const struct bh_plan *p, struct unions *u, int fi)
+{
+	int g = p->fields[fi].group, m = p->fields[fi].member, clash = 0;
+
+	while (g) {
+		if (!u->used[g]) {
+			u->used[g] = m;
+			u->who[g] = fi;
+		} else if (u->used[g] != m) {
+			u->rival[g] = fi + 1;
+			clash = 1;
+		}
+		m = p->groups[g].member;
+		g = p->groups[g].parent;
+	}
+	return clash;
+}
+
+/*
+ * Several members of one union were given (as a lookup returns them). They
+ * are accepted when each reads back as given from the bytes encoded: encode
+ * each field in such a union alone into tmp and compare its bytes (or bits).
+ */
+static void unions_check(struct bh_cctx *c, const struct bh_plan *p, const struct unions *u,
+			 int idx, const unsigned char *dst)
+{
+	lua_State *L = c->L;
+	unsigned char *tmp = lua_newuserdata(L, p->size ? p->size : 1);
+	int top = lua_gettop(L);
+
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		size_t klen;
+		const char *k = lua_tolstring(L, -2, &klen);
+		int fi = field_index(p, k, klen);
+		const struct bh_field *f = &p->fields[fi];
+		int g = f->group, m = f->member, bad;
+
+		while (g && !u->rival[g]) {
+			m = p->groups[g].member;
+			g = p->groups[g].parent;
+		}
+		if (!g) {
+			lua_settop(L, top + 1);
+			continue;
+		}
+		if (f->bit_size) {
+			memcpy(tmp, dst, p->size);
+			enc_field(c, f, top + 2, tmp);
+			bad = load_bits(tmp + f->off, f->bit_off, f->bit_size, 0) !=
+			      load_bits(dst + f->off, f->bit_off, f->bit_size, 0);
+		} else {
+			memset(tmp + f->off, 0, f->plan->size);
+			enc_field(c, f, top + 2, tmp);
+			bad = memcmp(tmp + f->off, dst + f->off, f->plan->size) != 0;
+		}
+		if (bad)
+			bh_codec_error(c, "'%s' and '%s' share a union: give one of them, or values "
+					  "that agree",
+				       p->fields[m == u->used[g] ? u->rival[g] - 1 : u->who[g]].name,
+				       f->name);
+		lua_settop(L, top + 1);
+	}
+}
+
+static __attribute__((noinline, noreturn)) void bad_struct_key(struct bh_cctx *c,
+								const struct bh_plan *p)
+{
+	lua_State *L = c->L;
+	char sb[64];
+
+	if (lua_type(L, -2) == LUA_TNUMBER)
+		bh_codec_error(c, "%s takes fields by name, got index %s", p->cname,
+			       show(L, -2, sb, sizeof(sb)));
+	bh_codec_error(c, "%s takes fields by name, got a %s key", p->cname, luaL_typename(L, -2));
+}
+
 static void enc_struct(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
 {
 	lua_State *L = c->L;
-	int used[64];
-	int ngroups = p->ngroups < 64 ? p->ngroups : 64;
-	int gfield[64];
-	int top;
+	struct unions u;
+	int base = lua_gettop(L), top;
 
-	if (lua_type(L, idx) != LUA_TTABLE)
+	if (unlikely(lua_type(L, idx) != LUA_TTABLE))
 		bh_codec_error(c, "expected a table for %s, got %s", p->cname, luaL_typename(L, idx));
-	memset(used, 0, sizeof(int) * (size_t)(ngroups + 1));
+	luaL_checkstack(L, 8, "value nests too deeply");
+	if (p->ngroups)
+		unions_init(L, &u, p->ngroups);
 	top = lua_gettop(L);
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		const struct bh_field *f;
 		const char *k;
 		size_t klen;
 		int fi;
 
-		if (lua_type(L, -2) != LUA_TSTRING) {
-			char sb[64];
-
-			if (lua_type(L, -2) == LUA_TNUMBER)
-				bh_codec_error(c, "%s takes fields by name, got index %s", p->cname,
-					       show(L, -2, sb, sizeof(sb)));
-			bh_codec_error(c, "%s takes fields by name, got a %s key", p->cname,
-				       luaL_typename(L, -2));
-		}
+		if (unlikely(lua_type(L, -2) != LUA_TSTRING))
+			bad_struct_key(c, p);
 		k = lua_tolstring(L, -2, &klen);
 		fi = field_index(p, k, klen);
-		if (fi < 0)
+		if (unlikely(fi < 0))
 			unknown_field(c, p, k);
-		f = &p->fields[fi];
-		if (f->group) {
-			int g = (f->group >> 16) < 64 ? f->group >> 16 : 63;
-
-			if (used[g] && used[g] != (f->group & 0xffff))
-				bh_codec_error(c, "'%s' and '%s' share a union: give at most one",
-					       p->fields[gfield[g]].name, f->name);
-			used[g] = f->group & 0xffff;
-			gfield[g] = fi;
-		}
-		enc_field(c, f, top + 2, dst);
+		if (p->fields[fi].group && unions_take(p, &u, fi))
+			u.agree = 1;
+		enc_field(c, &p->fields[fi], top + 2, dst);
 		lua_settop(L, top + 1);
 	}
+	if (p->ngroups && u.agree)
+		unions_check(c, p, &u, idx, dst);
+	lua_settop(L, base);
 }
 
 static void enc(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned char *dst)
@@ -1432,7 +1765,7 @@ static void enc(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned ch
 	case BH_K_ENUM: {
 		i128 v = get_int(c, p, idx);
 
-		range_check(c, p, v, p->size * 8, idx);
+		range_check(c, p, v, p->size * 8);
 		store_int(dst, p->size, (uint64_t)v);
 		break;
 	}
@@ -1468,7 +1801,7 @@ void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst)
 		idx = lua_gettop(c->L) + idx + 1;
 	if (p->kind != BH_K_INT && p->kind != BH_K_RAW && p->kind != BH_K_CHARS)
 		memset(dst, 0, p->size);
-	luaL_checkstack(c->L, 40, "value nests too deeply");
+	luaL_checkstack(c->L, 16, "value nests too deeply");
 	enc(c, p, idx, dst);
 }
 
@@ -1477,7 +1810,7 @@ void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst)
 
 static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src);
 
-static void dec_int(lua_State *L, const struct bh_plan *p, uint64_t u)
+static inline void dec_int(lua_State *L, const struct bh_plan *p, uint64_t u)
 {
 	if (p->size < 8 || (p->is_signed ? ((int64_t)u >= -(1LL << 53) && (int64_t)u <= (1LL << 53))
 					   : u <= (1ULL << 53))) {
@@ -1496,6 +1829,7 @@ static void dec_fields(struct bh_cctx *c, const struct bh_plan *p, const unsigne
 	lua_State *L = c->L;
 	uint32_t i;
 
+	luaL_checkstack(L, 8, "value nests too deeply");
 	lua_createtable(L, 0, (int)p->count);
 	for (i = 0; i < p->count; i++) {
 		const struct bh_field *f = &p->fields[i];
@@ -1552,6 +1886,7 @@ static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char 
 	case BH_K_ARRAY: {
 		uint32_t i;
 
+		luaL_checkstack(L, 8, "value nests too deeply");
 		lua_createtable(L, (int)p->count, 0);
 		for (i = 0; i < p->count; i++) {
 			dec(c, p->elem, src + (size_t)i * p->elem->size);
@@ -1569,7 +1904,7 @@ static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char 
 /* Push the Lua value that src (p->size bytes) holds. */
 void bh_decode(struct bh_cctx *c, const struct bh_plan *p, const void *src)
 {
-	luaL_checkstack(c->L, 40, "value nests too deeply");
+	luaL_checkstack(c->L, 16, "value nests too deeply");
 	dec(c, p, src);
 }
 
@@ -1582,31 +1917,39 @@ static size_t percpu_stride(const struct bh_plan *p)
 }
 
 /*
- * A per-CPU value is a Lua array with one element per possible CPU, or one
- * element applied to every CPU. An array of the element's own shape (the
- * element is itself an array) is told apart by its first item's type.
+ * Could the value at idx be one value of p, rather than a per-CPU array of
+ * them? Only the shape counts (encode checks the rest): a struct is a table
+ * without [1], an array one whose [1] could be an element (or without [1]),
+ * a scalar anything but a table.
  */
-static int is_percpu_form(lua_State *L, const struct bh_plan *p, int idx)
+static int looks_like(lua_State *L, const struct bh_plan *p, int idx, int depth)
 {
-	int t1;
+	int t = lua_type(L, idx), r;
 
-	if (lua_type(L, idx) != LUA_TTABLE)
-		return 0;
-	lua_rawgeti(L, idx, 1);
-	t1 = lua_type(L, -1);
-	lua_pop(L, 1);
 	switch (p->kind) {
 	case BH_K_STRUCT:
 	case BH_K_UNION:
-		return t1 != LUA_TNIL;
 	case BH_K_ARRAY:
 	case BH_K_BYTES:
-		return t1 == LUA_TTABLE || (p->kind == BH_K_ARRAY && t1 == LUA_TSTRING &&
-					    p->elem->kind != BH_K_CHARS &&
-					    p->elem->kind != BH_K_BYTES) ||
-		       (p->kind == BH_K_BYTES && t1 == LUA_TSTRING);
+		if (t == LUA_TSTRING)
+			return p->kind == BH_K_BYTES;
+		if (t != LUA_TTABLE)
+			return 0;
+		lua_rawgeti(L, idx, 1);
+		if (lua_isnil(L, -1))
+			r = 1;
+		else if (p->kind == BH_K_STRUCT || p->kind == BH_K_UNION)
+			r = 0;
+		else if (p->kind == BH_K_BYTES)
+			r = lua_type(L, -1) == LUA_TNUMBER;
+		else
+			r = depth > 16 || looks_like(L, p->elem, lua_gettop(L), depth + 1);
+		lua_pop(L, 1);
+		return r;
+	case BH_K_CHARS:
+		return t == LUA_TSTRING;
 	default:
-		return t1 != LUA_TNIL || bh_rawlen(L, idx) == 0;
+		return t != LUA_TTABLE;
 	}
 }
 
@@ -1615,21 +1958,28 @@ void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int idx, void 
 	lua_State *L = c->L;
 	size_t stride = percpu_stride(p);
 	unsigned char *d = dst;
-	int i;
+	int i, n = 0;
 
 	if (idx < 0)
 		idx = lua_gettop(L) + idx + 1;
-	memset(dst, 0, stride * (size_t)ncpus);
-	if (!is_percpu_form(L, p, idx)) {
+	luaL_checkstack(L, 8, "value nests too deeply");
+	if (lua_type(L, idx) != LUA_TTABLE || looks_like(L, p, idx, 0)) {
+		memset(dst, 0, stride * (size_t)ncpus);
 		bh_encode(c, p, idx, d);
 		for (i = 1; i < ncpus; i++)
 			memcpy(d + stride * (size_t)i, d, p->size);
 		return;
 	}
-	if ((int)bh_rawlen(L, idx) != ncpus)
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		n++;
+	}
+	if (n != ncpus || (int)bh_rawlen(L, idx) != ncpus)
 		bh_codec_error(c, "%d per-CPU values given, this map has %d possible CPUs "
 				  "(give one value for all, or one per CPU)",
-			       (int)bh_rawlen(L, idx), ncpus);
+			       n, ncpus);
+	memset(dst, 0, stride * (size_t)ncpus);
 	for (i = 0; i < ncpus; i++) {
 		lua_rawgeti(L, idx, i + 1);
 		push_seg(c, NULL, i + 1);
@@ -1655,8 +2005,33 @@ void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *sr
 /* ------------------------------------------------------------------------ */
 /* -- bpf.sum ------------------------------------------------------------- */
 
-/* Pop two values, push their sum; cdata int64 adds exactly through Lua. */
-static void arith_add(lua_State *L)
+static char add_key;
+
+/* A number, or a cdata number (int64_t, uint64_t, double, ...). */
+static int is_num(lua_State *L, int idx)
+{
+	int t = lua_type(L, idx);
+
+	if (t == LUA_TNUMBER)
+		return 1;
+#ifdef BH_LUAJIT
+	if (t == 10) { /* LUA_TCDATA */
+		uint64_t raw;
+		int kind;
+
+		if (idx < 0)
+			idx = lua_gettop(L) + idx + 1;
+		kind = unbox_cdata(L, idx, &raw);
+		if (kind != 1 && kind != 2)
+			lua_pop(L, 1);
+		return kind != 0;
+	}
+#endif
+	return 0;
+}
+
+/* Pop two numbers (or 64-bit cdata), push their sum. */
+static void sum_add(lua_State *L)
 {
 	if (lua_type(L, -1) == LUA_TNUMBER && lua_type(L, -2) == LUA_TNUMBER) {
 #if LUA_VERSION_NUM >= 503
@@ -1669,87 +2044,132 @@ static void arith_add(lua_State *L)
 #endif
 		return;
 	}
-	luaL_loadstring(L, "local a, b = ... return a + b");
+	/* cdata: let Lua add them (int64 + number is int64) */
+	lua_pushlightuserdata(L, &add_key);
+	lua_rawget(L, LUA_REGISTRYINDEX);
 	lua_insert(L, -3);
 	lua_call(L, 2, 1);
 }
 
-/* Add the table at idx into the accumulator table at acc, field by field. */
-static void sum_into(lua_State *L, int acc, int idx, int depth)
+struct sumpath {
+	int n;
+	int i;               /* values[i] being added */
+	struct {
+		const char *name;
+		lua_Number idx;
+	} seg[32];
+};
+
+static __attribute__((noreturn)) void sum_error(lua_State *L, struct sumpath *sp, int have,
+						int got)
 {
-	if (depth > 32)
-		luaL_error(L, "bpf.sum: values nest too deeply");
+	luaL_Buffer b;
+	int j;
+
+	luaL_buffinit(L, &b);
+	lua_pushfstring(L, "bpf.sum: values[%d]", sp->i);
+	luaL_addvalue(&b);
+	for (j = 0; j < sp->n; j++) {
+		if (sp->seg[j].name)
+			lua_pushfstring(L, ".%s", sp->seg[j].name);
+		else
+			lua_pushfstring(L, "[%f]", sp->seg[j].idx);
+		luaL_addvalue(&b);
+	}
+	lua_pushfstring(L, " is a %s where values[1] has a %s", lua_typename(L, got),
+			lua_typename(L, have));
+	luaL_addvalue(&b);
+	luaL_pushresult(&b);
+	lua_error(L);
+	abort();
+}
+
+/* acc (a table) += the table at idx, field by field; nested tables are copied. */
+static void sum_into(lua_State *L, int acc, int idx, struct sumpath *sp)
+{
+	if (sp->n >= 32)
+		luaL_error(L, "bpf.sum: values nest deeper than 32 levels");
+	luaL_checkstack(L, 10, "bpf.sum: values nest too deeply");
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		int vt = lua_type(L, -1);
 		int top = lua_gettop(L); /* key at top - 1, value at top */
+		int vt = lua_type(L, top), at;
 
-		lua_pushvalue(L, -2);
+		sp->seg[sp->n].name = lua_type(L, top - 1) == LUA_TSTRING ? lua_tostring(L, top - 1)
+									   : NULL;
+		sp->seg[sp->n].idx = lua_type(L, top - 1) == LUA_TNUMBER ? lua_tonumber(L, top - 1)
+									  : 0;
+		sp->n++;
+		lua_pushvalue(L, top - 1);
 		lua_rawget(L, acc); /* key, value, acc[key] */
-		if (vt == LUA_TNUMBER || vt == 10) {
-			if (lua_isnil(L, -1)) {
-				lua_pop(L, 1);
-				lua_pushvalue(L, -2);
-				lua_pushvalue(L, -2);
-			} else {
-				lua_pushvalue(L, -3); /* key, value, old, key */
-				lua_pushvalue(L, -2);
-				lua_pushvalue(L, -4);
-				arith_add(L); /* key, value, old, key, old + value */
-			}
-			lua_rawset(L, acc);
-		} else if (vt == LUA_TTABLE) {
-			if (lua_isnil(L, -1)) {
-				lua_pop(L, 1);
+		at = lua_type(L, -1);
+		if (at == LUA_TNIL) {
+			lua_pop(L, 1);
+			lua_pushvalue(L, top - 1);
+			if (vt == LUA_TTABLE) {
 				lua_newtable(L);
-				lua_pushvalue(L, -3);
-				lua_pushvalue(L, -2);
-				lua_rawset(L, acc);
+				sum_into(L, lua_gettop(L), top, sp);
+			} else {
+				lua_pushvalue(L, top);
 			}
-			sum_into(L, lua_gettop(L), top, depth + 1);
-		} else if (lua_isnil(L, -1)) {
-			/* strings, booleans: the first CPU's value stands */
-			lua_pushvalue(L, -3);
-			lua_pushvalue(L, -3);
 			lua_rawset(L, acc);
+		} else if (is_num(L, -1) && is_num(L, top)) {
+			lua_pushvalue(L, top - 1);
+			lua_insert(L, -2);
+			lua_pushvalue(L, top); /* key, value, key, old, value */
+			sum_add(L);
+			lua_rawset(L, acc);
+		} else if (at == LUA_TTABLE && vt == LUA_TTABLE) {
+			sum_into(L, lua_gettop(L), top, sp);
+		} else if (at != vt && !(is_num(L, -1) && is_num(L, top))) {
+			sum_error(L, sp, at, vt);
 		}
+		/* strings, booleans: the first value stands */
+		sp->n--;
 		lua_settop(L, top - 1);
 	}
 }
 
 static int l_sum(lua_State *L)
 {
+	struct sumpath sp;
 	int n, i;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	n = (int)bh_rawlen(L, 1);
+	lua_settop(L, 1);
 	if (n == 0) {
 		lua_pushinteger(L, 0);
 		return 1;
 	}
+	sp.n = 0;
 	lua_rawgeti(L, 1, 1);
-	if (lua_type(L, -1) != LUA_TTABLE) {
-		lua_pop(L, 1);
-		luaL_loadstring(L, "local t, n = ... local s = 0 for i = 1, n do s = s + t[i] end return s");
-		lua_pushvalue(L, 1);
-		lua_pushinteger(L, n);
-		lua_call(L, 2, 1);
+	if (lua_type(L, 2) != LUA_TTABLE) {
+		if (!is_num(L, 2))
+			luaL_error(L, "bpf.sum: values[1] is a %s, not a number or a table",
+				   luaL_typename(L, 2));
+		for (i = 2; i <= n; i++) {
+			lua_rawgeti(L, 1, i);
+			if (!is_num(L, -1))
+				luaL_error(L, "bpf.sum: values[%d] is a %s where values[1] is a number",
+					   i, luaL_typename(L, -1));
+			sum_add(L);
+		}
 		return 1;
 	}
 	lua_pop(L, 1);
-	lua_newtable(L);
+	lua_newtable(L); /* the sum, at 2 */
 	for (i = 1; i <= n; i++) {
 		lua_rawgeti(L, 1, i);
 		if (lua_type(L, -1) != LUA_TTABLE)
-			luaL_error(L, "bpf.sum: values[%d] is a %s, values[1] is a table", i,
+			luaL_error(L, "bpf.sum: values[%d] is a %s where values[1] is a table", i,
 				   luaL_typename(L, -1));
-		sum_into(L, 2, 3, 0);
+		sp.i = i;
+		sum_into(L, 2, 3, &sp);
 		lua_pop(L, 1);
 	}
 	return 1;
 }
-
-/* ------------------------------------------------------------------------ */
 
 /* ------------------------------------------------------------------------ */
 /* -- Kernel BTF ---------------------------------------------------------- */
@@ -1847,6 +2267,9 @@ void bh_codec_init(lua_State *L)
 		lua_pop(L, 1); /* no FFI: 64-bit values beyond 2^53 decode as numbers */
 	}
 #endif
+	lua_pushlightuserdata(L, &add_key);
+	luaL_loadstring(L, "local a, b = ... return a + b");
+	lua_rawset(L, LUA_REGISTRYINDEX);
 	/* module table is at -1 */
 	lua_pushcfunction(L, l_sum);
 	lua_setfield(L, -2, "sum");
