@@ -154,11 +154,14 @@ static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf 
 }
 
 /*
- * libbpf creates queue and stack maps without BTF (older kernels refused it)
- * and zeroes their type ids; the type is still in the map's definition in
- * the object's .maps section: member (key or value) is a pointer to it.
+ * libbpf creates some map types (queue, stack, map-in-map, perf_event_array,
+ * ...) without BTF, as older kernels refused it, and zeroes their type ids;
+ * the types are still in the map's definition in the object's .maps section:
+ * member "key" or "value" is a pointer to the type (absent for
+ * __uint(key_size, n) definitions and for the __array of map-in-map values).
  */
-static uint32_t map_def_type(const struct btf *btf, const char *map_name, const char *member)
+static uint32_t map_def_type(const struct btf *btf, const char *map_name, const char *member,
+			     uint32_t size)
 {
 	const struct btf_var_secinfo *vs;
 	const struct btf_type *sec;
@@ -184,8 +187,11 @@ static uint32_t map_def_type(const struct btf *btf, const char *map_name, const 
 		for (j = 0; j < btf_vlen(def); j++, mb++) {
 			const struct btf_type *pt = btf__type_by_id(btf, mb->type);
 
-			if (!strcmp(btf__name_by_offset(btf, mb->name_off), member))
-				return pt && btf_is_ptr(pt) ? pt->type : 0;
+			if (strcmp(btf__name_by_offset(btf, mb->name_off), member))
+				continue;
+			if (!pt || !btf_is_ptr(pt) || btf__resolve_size(btf, pt->type) != size)
+				return 0;
+			return pt->type;
 		}
 		return 0;
 	}
@@ -223,8 +229,10 @@ static __attribute__((noinline)) void map_prepare_at(lua_State *L, int idx, stru
 	btf = bpf_object__btf(m->parent->obj);
 	kid = btf ? bpf_map__btf_key_type_id(m->map) : 0;
 	vid = btf ? bpf_map__btf_value_type_id(m->map) : 0;
-	if (btf && !vid && (m->type == BPF_MAP_TYPE_QUEUE || m->type == BPF_MAP_TYPE_STACK))
-		vid = map_def_type(btf, bpf_map__name(m->map), "value");
+	if (btf && !kid && m->key_size)
+		kid = map_def_type(btf, bpf_map__name(m->map), "key", m->key_size);
+	if (btf && !vid && m->value_size)
+		vid = map_def_type(btf, bpf_map__name(m->map), "value", m->value_size);
 	map_setup(L, idx, m, btf, kid, vid, op);
 	m->fd = fd;
 	map_refresh_props(L, idx, m);
@@ -808,6 +816,8 @@ static struct bh_map *keyless_self(lua_State *L, const char *op, int bloom_ok, i
 	struct bh_map *m = map_self(L, op);
 	int bloom = !!(m->special & BH_MS_BLOOM);
 
+	if (m->special & BH_MS_EVENTS)
+		map_refuse(L, m, op);
 	if (!(m->special & BH_MS_KEYLESS))
 		luaL_error(L, "%s map '%s': only queue, stack and bloom_filter maps have %s (this "
 			      "is %s %s map)",
@@ -1355,8 +1365,12 @@ static uint32_t list_len(lua_State *L, int idx, const char *op, struct bh_map *m
 static int map_lookup_batch(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "lookup_batch");
-	uint32_t n = list_len(L, 2, "lookup_batch", m), i, found = 0;
+	uint32_t n, i, found = 0;
 	int raw = 0;
+
+	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
+		map_refuse(L, m, "lookup_batch");
+	n = list_len(L, 2, "lookup_batch", m);
 
 	if (lua_gettop(L) > 2)
 		parse_opts(L, 3, "lookup_batch", m, &raw);
@@ -1553,16 +1567,17 @@ static int map_delete_batch(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "delete_batch");
 	DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	uint32_t n = list_len(L, 2, "delete_batch", m), i = 0;
+	uint32_t n, i = 0;
 	int absidx, fallback = 0;
 	size_t vstride;
 	unsigned char *buf;
 	lua_Number done = 0;
 
-	if (m->special & BH_MS_NODELETE)
-		luaL_error(L, "delete_batch map '%s': array elements cannot be deleted", m->name);
 	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
 		map_refuse(L, m, "delete_batch");
+	if (m->special & BH_MS_NODELETE)
+		luaL_error(L, "delete_batch map '%s': array elements cannot be deleted", m->name);
+	n = list_len(L, 2, "delete_batch", m);
 	lua_settop(L, 2);
 	lua_newtable(L);
 	absidx = 3;
