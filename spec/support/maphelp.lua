@@ -17,13 +17,20 @@ function M.getpgid(n)
   for _ = 1, n or 1 do ffi.C.getpgid(0) end
 end
 
--- Start a shell command as a child whose pid is known: the shell prints its
--- pid, then execs the command. Returns {pid =, f =}.
+-- Start a shell command (a simple command: the shell forks and execs it, so
+-- $! is its pid) as a child whose pid is known. The shell waits for it and
+-- reports its exit status (LuaJIT's popen close does not). Returns {pid =, f =}.
 function M.spawn(cmd)
-  local f = assert(io.popen("echo $$; exec " .. cmd .. " 2>&1"))
-  local pid = tonumber(f:read("*l"))
-  assert(pid, "could not start: " .. cmd)
-  return {pid = pid, f = f}
+  local f = assert(io.popen("exec 2>/dev/null; " .. cmd .. " 2>&1 & echo __pid=$!; wait $!; echo __status=$?"))
+  local early = {}
+  local pid
+  while not pid do
+    local line = f:read("*l")
+    assert(line, "could not start: " .. cmd)
+    pid = tonumber(line:match("^__pid=(%d+)$"))
+    if not pid then early[#early + 1] = line .. "\n" end
+  end
+  return {pid = pid, f = f, early = table.concat(early)}
 end
 
 -- Whether the child still runs (a zombie does not).
@@ -37,12 +44,13 @@ function M.running(c)
 end
 
 -- Wait for the child (signal it first when sig is given); returns its output
--- and its exit code (or the signal number when killed).
+-- and its exit status (128 + n when signal n ended it).
 function M.finish(c, sig)
   if sig and M.running(c) then os.execute(("kill -%s %d 2>/dev/null"):format(sig, c.pid)) end
-  local out = c.f:read("*a")
-  local _, _, code = c.f:close()
-  return out, code
+  local out = c.early .. c.f:read("*a")
+  c.f:close()
+  local status = tonumber(out:match("__status=(%d+)%s*$"))
+  return (out:gsub("__status=%d+%s*$", "")), status
 end
 
 -- Read one line of the child's output (blocks).
