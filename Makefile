@@ -90,7 +90,7 @@ all: bindings host bpf
 
 bindings: $(MODULE)
 host: $(HOST)
-bpf: $(BPF_OBJ) $(O)/test_uprobe_target
+bpf: $(BPF_OBJ) $(O)/test_uprobe_target $(O)/bench/ring_c
 
 $(O) $(O)/lib $(O)/bindings $(O)/host $(O)/bpf:
 	$(Q)mkdir -p $@
@@ -114,6 +114,11 @@ $(O)/bindings/lua_modules.h: $(LUA_SRC) Makefile | $(O)/bindings
 		printf '\t{ "%s", lua_src_%s, sizeof(lua_src_%s) - 1 },\n' "$$n" "$$n" "$$n"; \
 	done; \
 	printf '\t{ 0, 0, 0 },\n};\n'; } > $@.tmp && mv $@.tmp $@
+
+# A Lua error raised by a handler unwinds through these units' frames
+# (LuaJIT uses the C ABI unwinder): -fexceptions runs their cleanup
+# attributes on the way (signal handlers back, busy counts, deferred close).
+$(O)/bindings/loop.o $(O)/bindings/ringbuf.o $(O)/bindings/perfbuf.o: BH_CFLAGS += -fexceptions
 
 $(O)/bindings/lualib.o: $(O)/bindings/lua_modules.h
 $(O)/bindings/lualib.o: BH_CFLAGS += -I$(O)/bindings
@@ -156,6 +161,12 @@ $(O)/bpf/%.bpf.o: bpf/%.bpf.c $(VMLINUX_H) $(wildcard bpf/*.h) | $(O)/bpf
 $(O)/test_uprobe_target: spec/fixtures/uprobe_target.c | $(O)
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O0 -g -o $@ $<
+
+# The ring benchmark's C side (libbpf baseline, test_run from another process).
+$(O)/bench/ring_c: scripts/bench/ring_c.c | $(O)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(O)/bench
+	$(Q)$(CC) $(CFLAGS) $(WARN) -std=gnu11 $(LIBBPF_CFLAGS) -o $@ $< $(LIBBPF_LIBS) -lelf -lz
 
 # ---- running -------------------------------------------------------------
 

@@ -30,6 +30,9 @@
 #define BH_TYPE_MT   "bpfhost.type"
 #define BH_ERROR_MT  "bpfhost.error"
 #define BH_EXPORTER_MT "bpfhost.exporter"
+#define BH_RINGBUF_MT      "bpfhost.ringbuf"
+#define BH_USER_RINGBUF_MT "bpfhost.user_ringbuf"
+#define BH_PERFBUF_MT      "bpfhost.perfbuf"
 
 /* -- Lua 5.1 / 5.4 ------------------------------------------------------- */
 
@@ -291,6 +294,8 @@ BH_LOCAL void bh_prog_init(lua_State *L);
 BH_LOCAL void bh_link_init(lua_State *L);
 BH_LOCAL void bh_loop_init(lua_State *L);
 BH_LOCAL void bh_exporter_init(lua_State *L);
+BH_LOCAL void bh_ringbuf_init(lua_State *L);
+BH_LOCAL void bh_perfbuf_init(lua_State *L);
 BH_LOCAL void bh_lualib_init(lua_State *L);
 BH_LOCAL void bh_sys_init(lua_State *L);
 BH_LOCAL void bh_mmap_init(lua_State *L);
@@ -314,6 +319,48 @@ extern BH_LOCAL volatile sig_atomic_t bh_interrupted;
 /* The host's "interrupted!" hook, so a wait that handles the signal can disarm it. */
 extern BH_LOCAL lua_Hook bh_interrupt_hook;
 BH_LOCAL void bh_interrupt_consume(lua_State *L);
+
+/* -- Waiting and event sources (loop.c; ringbuf.c, perfbuf.c) ------------ */
+
+struct epoll_event;
+struct bh_source;
+
+/*
+ * What bpf.poll, bpf.run and every buffer's poll need from a buffer. A
+ * buffer payload starts with struct bh_source. begin raises when the buffer
+ * is closed or already polling; end undoes begin in C only, since it also
+ * runs while a handler's error unwinds; dispatch hands what is ready now to
+ * the handler at hidx without waiting (at most about budget records) and
+ * sets *stop when the handler returned false or closed the buffer.
+ */
+struct bh_source_ops {
+	int (*fd)(struct bh_source *s);     /* readable (EPOLLIN) when records wait */
+	int (*queued)(struct bh_source *s); /* records copied out, not handed over yet */
+	void (*begin)(lua_State *L, struct bh_source *s, const char *op);
+	void (*end)(struct bh_source *s);
+	long (*dispatch)(lua_State *L, int idx, struct bh_source *s, int hidx, long budget,
+			 int *stop);
+};
+
+struct bh_source {
+	const struct bh_source_ops *ops;
+};
+
+/* Our SIGINT/SIGTERM handler (it only sets bh_interrupted) while installed. */
+struct bh_guard {
+	struct sigaction oint, oterm;
+	int on;
+};
+
+BH_LOCAL void bh_guard_begin(struct bh_guard *g);
+BH_LOCAL void bh_guard_end(struct bh_guard *g);
+/* > 0 events, 0 time up (or another signal), -1 SIGINT/SIGTERM, -2 failure (errno). */
+BH_LOCAL int bh_epoll_wait(int epfd, struct epoll_event *ev, int maxev, int timeout_ms);
+BH_LOCAL void bh_raise_interrupted(lua_State *L, const char *op) __attribute__((noreturn));
+BH_LOCAL struct bh_source *bh_source_test(lua_State *L, int idx);
+BH_LOCAL long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char *fn);
+/* A timeout argument in milliseconds; nil or -1: no limit (returns -1). */
+BH_LOCAL int bh_check_ms(lua_State *L, int idx, const char *fn);
 
 BH_API int luaopen_bpfhost(lua_State *L);
 

@@ -170,6 +170,8 @@ int luaopen_bpfhost(lua_State *L)
 	bh_link_init(L);
 	bh_loop_init(L);
 	bh_exporter_init(L);
+	bh_ringbuf_init(L);
+	bh_perfbuf_init(L);
 	bh_sys_init(L);
 	bh_lualib_init(L); /* last: Lua parts see the whole module */
 	return 1;

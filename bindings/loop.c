@@ -1,9 +1,14 @@
-/* loop.c: waiting (bpf.sleep, bpf.run), signals, time, and on-demand mounts. */
+/*
+ * loop.c: waiting (bpf.sleep, bpf.poll, bpf.run and every buffer's poll),
+ * signals, time, and on-demand mounts.
+ */
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -39,37 +44,42 @@ int bh_ensure_bpffs(void)
 	return mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") ? -1 : 0;
 }
 
+
 /* ------------------------------------------------------------------------ */
 /* -- Signals ------------------------------------------------------------- */
 
 /*
- * During a wait the module installs its own SIGINT/SIGTERM handler (so waits
- * end promptly under plain luajit too) and restores the previous one after.
- * The signals stay blocked except inside ppoll/epoll_pwait, so a signal that
- * arrives between the flag check and the wait cannot be lost.
+ * A guard spans a whole wait, bpf.poll or bpf.run, handlers included: our
+ * SIGINT/SIGTERM handler only sets bh_interrupted (no Lua hook), so a signal
+ * that lands in a handler, compiled or not, ends the loop once the handler
+ * returns, and bpf.run can return "interrupted" instead of an error. The
+ * previous handlers come back in bh_guard_end, which the callers run from a
+ * cleanup attribute: loop.c, ringbuf.c and perfbuf.c are built with
+ * -fexceptions so that a Lua error unwinding through them (LuaJIT unwinds
+ * with the C ABI's unwinder) still restores the handlers, the busy counts
+ * and the deferred closes.
+ *
+ * The signals are blocked only from the flag check into epoll_pwait/ppoll,
+ * which unblock them atomically: a signal cannot slip in between.
  */
-struct sigguard {
-	struct sigaction oint, oterm;
-	sigset_t omask, waitmask;
-};
-
 static void on_signal(int sig)
 {
+	if (bh_interrupted) {
+		/* a second one, with the first not handled yet: the default action */
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
 	bh_interrupted = sig;
 }
 
-static void guard_begin(struct sigguard *g)
+void bh_guard_begin(struct bh_guard *g)
 {
 	struct sigaction sa;
-	sigset_t block;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigprocmask(SIG_BLOCK, &block, &g->omask);
 	sigaction(SIGINT, NULL, &g->oint);
 	sigaction(SIGTERM, NULL, &g->oterm);
 	/* a signal the parent told us to ignore stays ignored */
@@ -77,17 +87,21 @@ static void guard_begin(struct sigguard *g)
 		sigaction(SIGINT, &sa, NULL);
 	if (g->oterm.sa_handler != SIG_IGN)
 		sigaction(SIGTERM, &sa, NULL);
-	g->waitmask = g->omask;
-	sigdelset(&g->waitmask, SIGINT);
-	sigdelset(&g->waitmask, SIGTERM);
+	g->on = 1;
 }
 
-static void guard_end(struct sigguard *g)
+void bh_guard_end(struct bh_guard *g)
 {
-	/* unblock first: a pending signal lands in our handler, not the old one */
-	sigprocmask(SIG_SETMASK, &g->omask, NULL);
+	if (!g->on)
+		return;
+	g->on = 0;
 	sigaction(SIGINT, &g->oint, NULL);
 	sigaction(SIGTERM, &g->oterm, NULL);
+}
+
+static void guard_cleanup(struct bh_guard *g)
+{
+	bh_guard_end(g);
 }
 
 /* The wait that saw the signal handles it: clear the flag and the host's hook. */
@@ -104,12 +118,59 @@ static const char *signame(int sig)
 }
 
 /* Raise the "interrupted" error object; the flag stays set for the host. */
-static __attribute__((noreturn)) void raise_interrupted(lua_State *L, const char *op)
+void bh_raise_interrupted(lua_State *L, const char *op)
 {
 	char reason[48];
 
 	snprintf(reason, sizeof(reason), "interrupted by %s", signame(bh_interrupted));
 	bh_fail_msg(L, op, NULL, NULL, EINTR, reason, NULL, NULL);
+}
+
+/*
+ * Wait up to timeout_ms (< 0: no limit) for epfd (or, with epfd < 0, only
+ * for the time to pass). Returns the number of events (> 0), 0 when the time
+ * ran out or another signal woke us, -1 on SIGINT/SIGTERM (bh_interrupted is
+ * set), -2 on a failure (errno set).
+ */
+int bh_epoll_wait(int epfd, struct epoll_event *ev, int maxev, int timeout_ms)
+{
+	sigset_t block, old, waitmask;
+	int n, err;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	if (bh_interrupted) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return -1;
+	}
+	waitmask = old;
+	sigdelset(&waitmask, SIGINT);
+	sigdelset(&waitmask, SIGTERM);
+	if (epfd >= 0) {
+		n = epoll_pwait(epfd, ev, maxev, timeout_ms, &waitmask);
+	} else {
+		struct timespec ts, *tsp = NULL;
+
+		if (timeout_ms >= 0) {
+			ts.tv_sec = timeout_ms / 1000;
+			ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000;
+			tsp = &ts;
+		}
+		n = ppoll(NULL, 0, tsp, &waitmask);
+	}
+	err = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (bh_interrupted)
+		return -1;
+	if (n < 0) {
+		if (err == EINTR)
+			return 0;
+		errno = err;
+		return -2;
+	}
+	return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -129,38 +190,39 @@ static int l_now(lua_State *L)
 	return 1;
 }
 
+/* Milliseconds until end (rounded up, so a wait never ends early); -1 for none. */
+static int ms_until(double end)
+{
+	double left;
+
+	if (isinf(end))
+		return -1;
+	left = ceil((end - mono_now()) * 1000.0);
+	if (left <= 0)
+		return 0;
+	return left > 86400000.0 ? 86400000 : (int)left;
+}
+
 /*
  * Sleep up to secs (< 0: forever) or until a signal. Returns 1 when the time
  * ran out, 0 when interrupted (bh_interrupted set).
  */
 static int wait_for(double secs)
 {
-	struct sigguard g;
+	struct bh_guard g __attribute__((cleanup(guard_cleanup))) = { .on = 0 };
 	double end = secs < 0 ? INFINITY : mono_now() + secs;
-	int ret = 1;
 
-	guard_begin(&g);
+	bh_guard_begin(&g);
 	for (;;) {
-		double left = end - mono_now();
-		struct timespec ts, *tsp = NULL;
+		int ms = ms_until(end);
 
-		if (bh_interrupted) {
-			ret = 0;
-			break;
-		}
-		if (left <= 0)
-			break;
-		if (!isinf(left)) {
-			ts.tv_sec = (time_t)left;
-			ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-			tsp = &ts;
-		}
-		ppoll(NULL, 0, tsp, &g.waitmask);
+		if (bh_interrupted)
+			return 0;
+		if (!ms)
+			return 1;
+		if (bh_epoll_wait(-1, NULL, 0, ms) == -1)
+			return 0;
 	}
-	guard_end(&g);
-	if (bh_interrupted)
-		ret = 0;
-	return ret;
 }
 
 static double check_seconds(lua_State *L, int idx, const char *fn, const char *what)
@@ -182,8 +244,266 @@ static int l_sleep(lua_State *L)
 	double secs = check_seconds(L, 1, "sleep", "the argument");
 
 	if (!wait_for(secs))
-		raise_interrupted(L, "sleep");
+		bh_raise_interrupted(L, "sleep");
 	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- Event sources ------------------------------------------------------- */
+
+/* Records one dispatch hands over at most before the loop looks at timers. */
+#define SOURCE_BUDGET 65536
+/* Records one poll() hands over at most, so that a busy ring cannot pin it. */
+#define POLL_BUDGET (1L << 20)
+#define MAX_SOURCES 64
+
+struct bh_source *bh_source_test(lua_State *L, int idx)
+{
+	struct bh_source *s = bh_testud(L, idx, BH_RINGBUF_MT);
+
+	if (!s)
+		s = bh_testud(L, idx, BH_PERFBUF_MT);
+	return s;
+}
+
+/* Timeouts of poll methods: milliseconds, -1 (or nil) for no limit. */
+int bh_check_ms(lua_State *L, int idx, const char *fn)
+{
+	lua_Number d;
+
+	if (lua_isnoneornil(L, idx))
+		return -1;
+	if (lua_type(L, idx) != LUA_TNUMBER)
+		luaL_error(L, "%s: timeout must be a number of milliseconds, got %s", fn,
+			   luaL_typename(L, idx));
+	d = lua_tonumber(L, idx);
+	if (d == -1)
+		return -1;
+	if (d != d || d < 0 || d > 86400000.0)
+		luaL_error(L, "%s: timeout must be milliseconds from 0 to 86400000, or -1 "
+			      "for no limit", fn);
+	return (int)ceil(d);
+}
+
+/* The handler at idx: a function, or a table/userdata with __call. */
+static void check_handler(lua_State *L, int idx, const char *fn, const char *where)
+{
+	if (lua_isfunction(L, idx))
+		return;
+	if (luaL_getmetafield(L, idx, "__call")) {
+		lua_pop(L, 1);
+		return;
+	}
+	luaL_error(L, "%s: %s must be a function, got %s", fn, where, luaL_typename(L, idx));
+}
+
+/*
+ * The sources in flight: begun ones are ended on every way out, errors
+ * included (cleanup attribute), before the guard gives the signals back.
+ */
+struct srcset {
+	struct bh_guard g;
+	int epfd;
+	int n;
+	struct bh_source *s[MAX_SOURCES];
+	int idx[MAX_SOURCES];  /* stack index of the source */
+	int hidx[MAX_SOURCES]; /* stack index of its handler, 0 for none */
+	int begun[MAX_SOURCES];
+};
+
+static void srcset_cleanup(struct srcset *set)
+{
+	int i;
+
+	for (i = set->n - 1; i >= 0; i--) {
+		if (set->begun[i]) {
+			set->begun[i] = 0;
+			set->s[i]->ops->end(set->s[i]);
+		}
+	}
+	if (set->epfd >= 0) {
+		close(set->epfd);
+		set->epfd = -1;
+	}
+	bh_guard_end(&set->g);
+}
+
+/*
+ * Read the list of sources at idx (each a source, or {source, handler}) onto
+ * the stack, then begin them (which raises on a closed or busy one).
+ */
+static void srcset_read(lua_State *L, struct srcset *set, int idx, const char *fn, int need_handler)
+{
+	int n = (int)bh_rawlen(L, idx), i, j;
+
+	if (n > MAX_SOURCES)
+		luaL_error(L, "%s: at most %d sources", fn, MAX_SOURCES);
+	luaL_checkstack(L, 2 * n + 8, "too many sources");
+	for (i = 1; i <= n; i++) {
+		struct bh_source *s;
+
+		lua_rawgeti(L, idx, i);
+		if (lua_istable(L, -1) && !bh_source_test(L, -1)) {
+			int t = lua_gettop(L);
+
+			lua_rawgeti(L, t, 1);
+			lua_rawgeti(L, t, 2);
+			lua_remove(L, t);
+			s = bh_source_test(L, -2);
+			if (!s)
+				luaL_error(L, "%s: sources[%d][1] must be a ringbuf or perfbuf, got %s",
+					   fn, i, luaL_typename(L, -2));
+			lua_pushfstring(L, "the handler of sources[%d]", i);
+			check_handler(L, -2, fn, lua_tostring(L, -1));
+			lua_pop(L, 1);
+			set->hidx[set->n] = lua_gettop(L);
+			set->idx[set->n] = lua_gettop(L) - 1;
+		} else {
+			s = bh_source_test(L, -1);
+			if (!s)
+				luaL_error(L, "%s: sources[%d] must be a ringbuf, a perfbuf or "
+					      "{source, handler}, got %s",
+					   fn, i, luaL_typename(L, -1));
+			if (need_handler)
+				luaL_error(L, "%s: sources[%d] needs a handler: {source, function(rec) "
+					      "... end}",
+					   fn, i);
+			set->hidx[set->n] = 0;
+			set->idx[set->n] = lua_gettop(L);
+		}
+		for (j = 0; j < set->n; j++)
+			if (set->s[j] == s)
+				luaL_error(L, "%s: sources[%d] is listed twice", fn, i);
+		set->s[set->n] = s;
+		set->begun[set->n] = 0;
+		set->n++;
+	}
+	/* every argument is checked: now the state changes */
+	for (i = 0; i < set->n; i++) {
+		set->s[i]->ops->begin(L, set->s[i], fn);
+		set->begun[i] = 1;
+	}
+}
+
+static void srcset_epoll(lua_State *L, struct srcset *set, const char *fn)
+{
+	int i;
+
+	set->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (set->epfd < 0)
+		bh_fail(L, fn, NULL, NULL, errno, NULL, NULL);
+	for (i = 0; i < set->n; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+		int fd = set->s[i]->ops->fd(set->s[i]);
+
+		if (epoll_ctl(set->epfd, EPOLL_CTL_ADD, fd, &ev))
+			bh_fail(L, fn, NULL, NULL, errno, NULL, NULL);
+	}
+}
+
+static long dispatch(lua_State *L, struct srcset *set, int i, long budget, int *stop)
+{
+	return set->s[i]->ops->dispatch(L, set->idx[i], set->s[i], set->hidx[i], budget, stop);
+}
+
+/*
+ * src:poll(ms, fn) for every buffer type: hand over what is ready; when
+ * nothing is, wait up to ms for it. Returns the count; SIGINT/SIGTERM raise.
+ */
+long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char *fn)
+{
+	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
+	struct bh_source *s = bh_source_test(L, idx);
+	double end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
+	long n = 0;
+	int stop = 0;
+
+	check_handler(L, hidx, fn, "the handler");
+	set.s[0] = s;
+	set.idx[0] = idx;
+	set.hidx[0] = hidx;
+	set.n = 1;
+	s->ops->begin(L, s, fn);
+	set.begun[0] = 1;
+	bh_guard_begin(&set.g);
+	for (;;) {
+		struct epoll_event ev;
+		int ms, r;
+
+		n += dispatch(L, &set, 0, POLL_BUDGET - n, &stop);
+		if (n || stop || bh_interrupted)
+			break;
+		ms = ms_until(end);
+		if (!ms)
+			break;
+		r = bh_epoll_wait(s->ops->fd(s), &ev, 1, ms);
+		if (r == -2)
+			bh_fail(L, fn, NULL, NULL, errno, NULL, NULL);
+		if (r == -1)
+			break;
+	}
+	if (bh_interrupted)
+		bh_raise_interrupted(L, fn);
+	return n;
+}
+
+/*
+ * bpf.poll(sources, ms) -> n, ready: one wait over every source; what is
+ * ready goes to its handler; ready sources given without one come back in
+ * the list ready.
+ */
+static int l_poll(lua_State *L)
+{
+	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
+	struct epoll_event ev[MAX_SOURCES];
+	int timeout_ms, i, r, stop = 0, nready = 0, found = 0;
+	char ready[MAX_SOURCES] = { 0 };
+	double end;
+	long n = 0;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	timeout_ms = bh_check_ms(L, 2, "poll");
+	end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
+	lua_settop(L, 2);
+	srcset_read(L, &set, 1, "poll", 0);
+	srcset_epoll(L, &set, "poll");
+	bh_guard_begin(&set.g);
+	/* records already copied out wake no epoll: look at them first */
+	for (i = 0; i < set.n; i++) {
+		if (set.s[i]->ops->queued(set.s[i])) {
+			ready[i] = 1;
+			found = 1;
+		}
+	}
+	for (;;) {
+		int ms = found ? 0 : ms_until(end);
+
+		r = bh_epoll_wait(set.epfd, ev, set.n, ms);
+		if (r == -2)
+			bh_fail(L, "poll", NULL, NULL, errno, NULL, NULL);
+		if (r == -1)
+			bh_raise_interrupted(L, "poll");
+		for (i = 0; i < r; i++)
+			ready[ev[i].data.u32] = 1;
+		if (r > 0 || found || !ms_until(end))
+			break;
+	}
+	lua_newtable(L); /* ready */
+	for (i = 0; i < set.n && !stop; i++) {
+		if (!ready[i])
+			continue;
+		if (set.hidx[i]) {
+			n += dispatch(L, &set, i, POLL_BUDGET, &stop);
+			if (bh_interrupted)
+				bh_raise_interrupted(L, "poll");
+		} else {
+			lua_pushvalue(L, set.idx[i]);
+			lua_rawseti(L, -2, ++nready);
+		}
+	}
+	lua_pushnumber(L, (lua_Number)n);
+	lua_insert(L, -2);
+	return 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -193,12 +513,14 @@ static const char *const run_opts[] = { "sources", "every", "tick", "timeout", N
 
 /*
  * bpf.run{sources =, every =, tick =, timeout =} -> "interrupted" | "stopped"
- * | "timeout". A tick that raises ends the loop with its error.
+ * | "timeout". A handler or tick that raises ends the loop with its error.
  */
 static int l_run(lua_State *L)
 {
+	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
+	struct epoll_event ev[MAX_SOURCES];
 	double every = 0, timeout = -1, now, deadline, next_tick;
-	int has_tick;
+	int has_tick, has_sources = 0, tick_idx, i;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	bh_opt_check(L, 1, "run", run_opts);
@@ -213,34 +535,47 @@ static int l_run(lua_State *L)
 		timeout = check_seconds(L, -1, "run", "timeout");
 	lua_getfield(L, 1, "tick");
 	has_tick = !lua_isnil(L, -1);
-	if (has_tick && !lua_isfunction(L, -1) && !lua_isuserdata(L, -1) && !lua_istable(L, -1))
-		luaL_error(L, "run: tick must be a function, got %s", luaL_typename(L, -1));
+	if (has_tick)
+		check_handler(L, -1, "run", "tick");
 	if (has_tick && every <= 0)
 		luaL_error(L, "run: tick needs every (seconds between ticks)");
 	lua_getfield(L, 1, "sources");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_istable(L, -1))
 			luaL_error(L, "run: sources must be a list, got %s", luaL_typename(L, -1));
-		if (bh_rawlen(L, -1) > 0)
-			luaL_error(L, "run: event sources are not supported yet");
+		has_sources = 1;
 	}
 	lua_settop(L, 1);
 	lua_getfield(L, 1, "tick"); /* 2: tick */
+	tick_idx = 2;
+	lua_getfield(L, 1, "sources"); /* 3: sources */
+	if (has_sources)
+		srcset_read(L, &set, 3, "run", 1);
+	srcset_epoll(L, &set, "run");
+	bh_guard_begin(&set.g);
 
 	now = mono_now();
 	deadline = timeout >= 0 ? now + timeout : INFINITY;
 	next_tick = every > 0 ? now + every : INFINITY;
-	for (;;) {
-		double wake = next_tick < deadline ? next_tick : deadline;
+	/* records left copied out by an earlier poll wake no epoll */
+	for (i = 0; i < set.n; i++) {
+		int stop = 0;
 
-		if (bh_interrupted || !wait_for(isinf(wake) ? -1 : fmax(wake - mono_now(), 0))) {
-			bh_interrupt_consume(L);
-			lua_pushliteral(L, "interrupted");
+		if (set.s[i]->ops->queued(set.s[i]))
+			dispatch(L, &set, i, SOURCE_BUDGET, &stop);
+		if (stop) {
+			lua_pushliteral(L, "stopped");
 			return 1;
 		}
+	}
+	for (;;) {
+		int r;
+
+		if (bh_interrupted)
+			break;
 		now = mono_now();
 		if (now >= next_tick) {
-			lua_pushvalue(L, 2);
+			lua_pushvalue(L, tick_idx);
 			lua_call(L, 0, 1);
 			if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
 				lua_pushliteral(L, "stopped");
@@ -251,17 +586,35 @@ static int l_run(lua_State *L)
 			now = mono_now();
 			if (next_tick <= now)
 				next_tick = now + every;
+			continue;
 		}
 		if (now >= deadline) {
 			lua_pushliteral(L, "timeout");
 			return 1;
 		}
+		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1,
+				  ms_until(next_tick < deadline ? next_tick : deadline));
+		if (r == -2)
+			bh_fail(L, "run", NULL, NULL, errno, NULL, NULL);
+		for (i = 0; i < r && !bh_interrupted; i++) {
+			int stop = 0;
+
+			dispatch(L, &set, (int)ev[i].data.u32, SOURCE_BUDGET, &stop);
+			if (stop) {
+				lua_pushliteral(L, "stopped");
+				return 1;
+			}
+		}
 	}
+	bh_interrupt_consume(L);
+	lua_pushliteral(L, "interrupted");
+	return 1;
 }
 
 static const luaL_Reg loop_funcs[] = {
 	{ "now", l_now },
 	{ "sleep", l_sleep },
+	{ "poll", l_poll },
 	{ "run", l_run },
 	{ NULL, NULL },
 };

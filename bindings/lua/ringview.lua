@@ -1,0 +1,222 @@
+-- bpfhost.ringview: the FFI half of bpfhost.ringbuf (bindings/ringbuf.c).
+--
+-- C maps the rings, copies records out through libbpf and keeps the books;
+-- the loops that hand records to Lua handlers live here, so that LuaJIT
+-- compiles them together with the handler: no C-to-Lua call per record.
+--
+--   raw / typed   hand over a ring's batch (records C copied out), as
+--                 strings or as tables C decoded; the batch head moves
+--                 before each handler call
+--   view          walks the ring's own pages: the handler gets a typed
+--                 pointer into the ring, valid until it returns; the
+--                 consumer position moves once it has returned
+--   records       the pull iterator of a view consumer
+--
+-- Handlers are called directly (no pcall): an error goes to whoever polled,
+-- with its traceback; C's cleanup puts the consumer position right.
+local bpf = ...
+local ffi = require "ffi"
+local bit = require "bit"
+
+local band = bit.band
+local cast, fstring, tonumber, error = ffi.cast, ffi.string, tonumber, error
+
+-- Must match struct rb_shared in ringbuf.c (checked by size in setup).
+if not pcall(ffi.typeof, "struct bh_rb_shared") then
+  ffi.cdef [[
+struct bh_rb_shared {
+  uint8_t *buf;
+  uint32_t head, tail;
+  uint64_t *cons;
+  const uint64_t *prod;
+  const uint8_t *data;
+  uint64_t mask;
+  uint64_t pending;
+  uint32_t size;
+  int32_t stop;
+  int32_t in_view;
+  int32_t spare;
+};
+]]
+end
+
+local shared_ptr = ffi.typeof("struct bh_rb_shared *")
+local u32p = ffi.typeof("const uint32_t *")
+
+local BUSY = 0x80000000
+local DISCARD = 0x40000000
+local LEN = 0x3fffffff
+
+local M = {}
+
+local function shared(lud, size)
+  if ffi.sizeof("struct bh_rb_shared") ~= size then
+    error("bpfhost.ringview: struct bh_rb_shared is " .. ffi.sizeof("struct bh_rb_shared") ..
+      " bytes here, " .. size .. " in C", 2)
+  end
+  return cast(shared_ptr, lud)
+end
+M.shared = shared
+
+-- The view of a ring: its shared block and the pointer type of its records.
+function M.setup(lud, size, decl)
+  return shared(lud, size), ffi.typeof(decl)
+end
+
+-- Batch records are {u32 len, u32 0, data padded to 8}.
+function M.raw(sh, fn, name)
+  local buf = sh.buf
+  local head, tail = sh.head, sh.tail
+  local n = 0
+  while head < tail do
+    local len = cast(u32p, buf + head)[0]
+    local rec = buf + head + 8
+    head = head + 8 + band(len + 7, -8)
+    sh.head = head
+    n = n + 1
+    if fn(fstring(rec, len), name) == false or sh.stop ~= 0 then return n, true end
+  end
+  return n, false
+end
+
+-- fill(ring, i, t) decodes up to a few hundred records from the head into t.
+function M.typed(sh, fn, name, fill, t, ring, i)
+  local n = 0
+  while true do
+    local k = fill(ring, i, t)
+    if k == 0 then return n, false end
+    local buf, head = sh.buf, sh.head
+    for j = 1, k do
+      local len = cast(u32p, buf + head)[0]
+      head = head + 8 + band(len + 7, -8)
+      sh.head = head
+      n = n + 1
+      if fn(t[j], name) == false or sh.stop ~= 0 then return n, true end
+    end
+  end
+end
+
+-- Copied-out records decoded by a decoder generated for their type (see
+-- push_lua_decoder in ringbuf.c).
+function M.decoded(sh, fn, name, ct, dec, size)
+  local buf = sh.buf
+  local head, tail = sh.head, sh.tail
+  local n = 0
+  while head < tail do
+    local len = cast(u32p, buf + head)[0]
+    local rec = buf + head + 8
+    head = head + 8 + band(len + 7, -8)
+    sh.head = head
+    if len ~= size then
+      error(("ringbuf '%s': a record of %d bytes does not match its type (%d bytes); " ..
+        "give no type for variable-size records"):format(name, len, size), 0)
+    end
+    n = n + 1
+    if fn(dec(cast(ct, rec)), name) == false or sh.stop ~= 0 then return n, true end
+  end
+  return n, false
+end
+
+local B53 = 9007199254740992ULL
+local NB53 = -9007199254740992LL
+local function u64(v)
+  if v <= B53 then return tonumber(v) end
+  return v
+end
+local function s64(v)
+  if v >= NB53 and v <= B53 then return tonumber(v) end
+  return v
+end
+if not pcall(function() return ffi.C.strnlen end) then
+  ffi.cdef "size_t strnlen(const char *s, size_t maxlen);"
+end
+local strnlen = ffi.C.strnlen
+local function chars(a, n)
+  return fstring(a, strnlen(a, n))
+end
+
+-- The pointer type and decoder function for a record type, or nil when the
+-- generated source does not load (C decodes then).
+function M.decoder(decl, src)
+  local ok, ct = pcall(ffi.typeof, decl)
+  if not ok then return nil end
+  local chunk = loadstring(src, "=bpfhost.ringview decoder")
+  if not chunk then return nil end
+  return ct, chunk(u64, s64, chars, fstring)
+end
+
+local function bad_size(name, len, size, ct)
+  error(("ringbuf '%s': a record of %d bytes does not match the view's type (%d bytes)")
+    :format(name, len, size), 0)
+end
+
+-- Up to max records straight from the ring; n, stopped.
+function M.view(sh, ct, fn, name, max)
+  local cons = tonumber(sh.cons[0])
+  local prod = tonumber(sh.prod[0])
+  local data, mask, size = sh.data, tonumber(sh.mask), sh.size
+  local n = 0
+  while cons < prod and n < max do
+    local p = data + band(cons, mask)
+    local len = cast(u32p, p)[0]
+    if band(len, BUSY) ~= 0 then break end
+    local nxt = cons + band(band(len, LEN) + 15, -8)
+    sh.pending = nxt
+    if band(len, DISCARD) == 0 then
+      if band(len, LEN) ~= size then bad_size(name, band(len, LEN), size) end
+      n = n + 1
+      if fn(cast(ct, p + 8), name) == false or sh.stop ~= 0 then
+        sh.cons[0] = nxt
+        return n, true
+      end
+    end
+    sh.cons[0] = nxt
+    cons = nxt
+  end
+  return n, false
+end
+
+-- for rec, name in ring:records(ms): the record in hand is released (its
+-- space given back to the kernel) when the loop asks for the next one.
+function M.records(ring, shs, cts, names, n, wait, ms)
+  local held
+  local i = 1
+  return function()
+    if held then
+      if held.stop == 0 then held.cons[0] = held.pending end
+      held.in_view = 0
+      held = nil
+    end
+    while true do
+      for k = 0, n - 1 do
+        local j = (i + k - 1) % n + 1
+        local sh = shs[j]
+        if sh.stop ~= 0 then return nil end
+        local cons, prod = tonumber(sh.cons[0]), tonumber(sh.prod[0])
+        local data, mask = sh.data, tonumber(sh.mask)
+        while cons < prod do
+          local p = data + band(cons, mask)
+          local len = cast(u32p, p)[0]
+          if band(len, BUSY) ~= 0 then break end
+          local nxt = cons + band(band(len, LEN) + 15, -8)
+          sh.pending = nxt
+          if band(len, DISCARD) == 0 then
+            if band(len, LEN) ~= sh.size then
+              sh.cons[0] = nxt
+              bad_size(names[j], band(len, LEN), sh.size)
+            end
+            sh.in_view = 1
+            held = sh
+            i = j % n + 1
+            return cast(cts[j], p + 8), names[j]
+          end
+          sh.cons[0] = nxt
+          cons = nxt
+        end
+      end
+      if not wait(ring, ms) then return nil end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Fixture for spec/ringbuf_spec.lua and spec/perfbuf_spec.lua. Every program
+ * is XDP so that BPF_PROG_TEST_RUN with repeat = N runs it exactly N times;
+ * each run emits one record. seq numbers every record of a program; check
+ * is 0xffffffff - (u32)seq, so a consumer can tell a torn record.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "bh_ringbuf.h"
+
+struct ring_event {
+	__u64 seq;
+	__u32 pid;
+	__u32 check;
+	char comm[16];
+};
+
+struct ring_sample {
+	__u32 id;
+	__u16 kind;
+	__u8 flag;
+	__u8 pad;
+	__s64 delta;
+};
+
+/* Keep the record types in BTF for obj:type (ring maps carry no value type). */
+const struct ring_event *unused_ring_event __attribute__((unused));
+const struct ring_sample *unused_ring_sample __attribute__((unused));
+
+BH_RINGBUF(ring, 1 << 20);     /* large: N records fit */
+BH_RINGBUF(small, 4096);       /* one page: overflows */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} ring2 SEC(".maps");          /* a second ring, another type, no _lost map */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} echo SEC(".maps");           /* what echo_user read from the user ring */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, 16 * 1024);
+} urb SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf SEC(".maps");
+
+/* stats[0]: user records drained; stats[1]: user records of a wrong size */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Not a ring: for the "not a ring buffer" argument specs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} not_a_ring SEC(".maps");
+
+__u64 seq_ring, seq_ring2, seq_small, seq_perf, seq_var;
+
+static __always_inline void fill(struct ring_event *e, __u64 seq)
+{
+	e->seq = seq;
+	e->pid = 4242;
+	e->check = 0xffffffffu - (__u32)seq;
+	__builtin_memcpy(e->comm, "bpfhost-ring\0\0\0", 16);
+}
+
+static __always_inline int emit_one(void)
+{
+	struct ring_event e;
+
+	fill(&e, __sync_fetch_and_add(&seq_ring, 1));
+	bh_ringbuf_output(ring, &e, sizeof(e), 0);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int emit(struct xdp_md *ctx)
+{
+	return emit_one();
+}
+
+SEC("xdp")
+int emit_small(struct xdp_md *ctx)
+{
+	struct ring_event e;
+
+	fill(&e, __sync_fetch_and_add(&seq_small, 1));
+	bh_ringbuf_output(small, &e, sizeof(e), 0);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int emit2(struct xdp_md *ctx)
+{
+	__u64 seq = __sync_fetch_and_add(&seq_ring2, 1);
+	struct ring_sample s = {
+		.id = (__u32)seq,
+		.kind = 7,
+		.flag = 1,
+		.delta = -(__s64)seq,
+	};
+
+	bpf_ringbuf_output(&ring2, &s, sizeof(s), 0);
+	return XDP_PASS;
+}
+
+/* Each run reserves and discards a record, then emits one: only that one is seen. */
+SEC("xdp")
+int emit_discard(struct xdp_md *ctx)
+{
+	struct ring_event *p = bh_ringbuf_reserve(ring, sizeof(*p));
+
+	if (!p)
+		return XDP_PASS;
+	fill(p, 0);
+	bpf_ringbuf_discard(p, 0);
+	return emit_one();
+}
+
+/* Variable-length records: 8 + seq % 57 bytes, the seq then bytes k = k. */
+SEC("xdp")
+int emit_bytes(struct xdp_md *ctx)
+{
+	__u64 seq = __sync_fetch_and_add(&seq_var, 1);
+	__u32 len = (__u32)(seq % 57);
+	__u8 buf[72];
+	int k;
+
+	__builtin_memcpy(buf, &seq, 8);
+	for (k = 8; k < 72; k++)
+		buf[k] = (__u8)k;
+	/* hide len from clang so that the mask stays for the verifier */
+	asm volatile("" : "+r"(len));
+	len &= 63;
+	bh_ringbuf_output(ring, buf, len + 8, 0);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int emit_perf(struct xdp_md *ctx)
+{
+	struct ring_event e;
+
+	fill(&e, __sync_fetch_and_add(&seq_perf, 1));
+	bpf_perf_event_output(ctx, &perf, BPF_F_CURRENT_CPU, &e, sizeof(e));
+	return XDP_PASS;
+}
+
+static __always_inline void bump(__u32 k)
+{
+	__u64 *n = bpf_map_lookup_elem(&stats, &k);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static long echo_one(struct bpf_dynptr *dynptr, void *ctx)
+{
+	struct ring_event e;
+
+	if (bpf_dynptr_read(&e, sizeof(e), dynptr, 0, 0)) {
+		bump(1);
+		return 0;
+	}
+	e.pid += 1;
+	bpf_ringbuf_output(&echo, &e, sizeof(e), 0);
+	bump(0);
+	return 0;
+}
+
+/* Drain the user ring into echo, each record with pid + 1. */
+SEC("xdp")
+int echo_user(struct xdp_md *ctx)
+{
+	bpf_user_ringbuf_drain(&urb, echo_one, NULL, 0);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
