@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <linux/capability.h>
 
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "bh.h"
@@ -151,13 +153,18 @@ static int read_int_file(const char *path, long *v)
  * One line per probed family: the names supported, then those not. A probe
  * that fails with an error (EPERM without privileges) is "not probed".
  */
-static int probe_family(const char *label, int map)
+static int probe_family(const char *label, int map, int can_probe)
 {
 	struct wrap w;
 	char missing[2048] = "", unknown[2048] = "";
 	int t, yes = 0, total = 0, perm = 0;
 
 	wrap_begin(&w, label);
+	if (!can_probe) {
+		fputs("(not probed: needs CAP_BPF)", stdout);
+		wrap_end(&w);
+		return -1;
+	}
 	for (t = 1;; t++) {
 		const char *name = map ? libbpf_bpf_map_type_str((enum bpf_map_type)t) :
 					 libbpf_bpf_prog_type_str((enum bpf_prog_type)t);
@@ -165,6 +172,10 @@ static int probe_family(const char *label, int map)
 
 		if (!name)
 			break;
+		/* these attach by BTF id, which libbpf 1.1 cannot probe: see attach_kinds */
+		if (!map && (t == BPF_PROG_TYPE_TRACING || t == BPF_PROG_TYPE_LSM ||
+			     t == BPF_PROG_TYPE_EXT))
+			continue;
 		total++;
 		r = map ? libbpf_probe_bpf_map_type((enum bpf_map_type)t, NULL) :
 			  libbpf_probe_bpf_prog_type((enum bpf_prog_type)t, NULL);
@@ -204,6 +215,54 @@ static int prog_ok(enum bpf_prog_type t)
 	return libbpf_probe_bpf_prog_type(t, NULL) > 0;
 }
 
+/*
+ * Programs that attach by BTF id (fentry, iter, lsm): libbpf 1.1's probe
+ * does not know them, so load "return 0" against a kernel function the way
+ * a real object would. 1 when the kernel takes it.
+ */
+static int btf_prog_err; /* errno of the last refusal, for the report */
+
+static int btf_prog_ok(const struct btf *vmlinux, enum bpf_prog_type type,
+		       enum bpf_attach_type at, const char *const funcs[])
+{
+	struct bpf_insn insns[2];
+	int i, fd;
+
+	btf_prog_err = ENOENT;
+	if (!vmlinux)
+		return 0;
+	memset(insns, 0, sizeof(insns));
+	insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K; /* r0 = 0 */
+	insns[1].code = BPF_JMP | BPF_EXIT;
+	for (i = 0; funcs[i]; i++) {
+		int id = btf__find_by_name_kind(vmlinux, funcs[i], BTF_KIND_FUNC);
+		LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = at);
+
+		if (id <= 0)
+			continue;
+		opts.attach_btf_id = (uint32_t)id;
+		fd = bpf_prog_load(type, NULL, "GPL", insns, 2, &opts);
+		if (fd >= 0) {
+			close(fd);
+			return 1;
+		}
+		btf_prog_err = errno;
+	}
+	return 0;
+}
+
+static const char *refused(const char *what, int ok)
+{
+	static char buf[4][96];
+	static int n;
+	char *b = buf[n++ & 3];
+
+	if (!ok)
+		snprintf(b, sizeof(buf[0]), "the kernel refuses %s programs (%s)", what,
+			 bh_errname(btf_prog_err));
+	return b;
+}
+
 /* How programs can be attached here: a program type plus what the kernel exposes. */
 static void attach_kinds(int can_probe)
 {
@@ -212,7 +271,26 @@ static void attach_kinds(int can_probe)
 	int kprobe_pmu = !access("/sys/bus/event_source/devices/kprobe/type", R_OK);
 	int uprobe_pmu = !access("/sys/bus/event_source/devices/uprobe/type", R_OK);
 	int lsm = file_has_word("/sys/kernel/security/lsm", "bpf");
-	int cg2 = fs_at("/sys/fs/cgroup", CGROUP2_MAGIC_) != NULL;
+	int cg2 = fs_at("/sys/fs/cgroup", CGROUP2_MAGIC_) || fs_at("/sys/fs/cgroup/unified",
+								   CGROUP2_MAGIC_);
+	int fentry, iter, lsm_prog;
+	const char *fentry_why, *iter_why, *lsm_why;
+	static const char *const fentry_funcs[] = { "bpf_fentry_test1", "do_unlinkat", NULL };
+	static const char *const iter_funcs[] = { "bpf_iter_task", NULL };
+	static const char *const lsm_funcs[] = { "bpf_lsm_file_open", NULL };
+	struct btf *vmlinux = can_probe && btf ? btf__load_vmlinux_btf() : NULL;
+
+	fentry = btf_prog_ok(vmlinux, BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, fentry_funcs);
+	fentry_why = btf ? refused("tracing", fentry) : "needs kernel BTF";
+	iter = btf_prog_ok(vmlinux, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, iter_funcs);
+	iter_why = btf ? refused("iterator", iter) : "needs kernel BTF";
+	lsm_prog = btf_prog_ok(vmlinux, BPF_PROG_TYPE_LSM, BPF_LSM_MAC, lsm_funcs);
+	if (!lsm_prog)
+		lsm_why = btf ? refused("LSM", 0) : "needs kernel BTF";
+	else if (lsm < 0)
+		lsm_why = "cannot tell whether the bpf LSM is active: securityfs is not mounted";
+	else
+		lsm_why = "'bpf' is not in /sys/kernel/security/lsm (boot with lsm=...,bpf)";
 	struct {
 		const char *name;
 		int ok;
@@ -225,22 +303,21 @@ static void attach_kinds(int can_probe)
 		{ "uprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && (uprobe_pmu || tracefs),
 		  "no uprobe PMU (CONFIG_UPROBE_EVENTS)" },
 		{ "usdt", prog_ok(BPF_PROG_TYPE_KPROBE) && uprobe_pmu, "no uprobe PMU" },
-		{ "fentry/fexit", prog_ok(BPF_PROG_TYPE_TRACING) && btf,
-		  "needs tracing programs and kernel BTF" },
-		{ "iter", prog_ok(BPF_PROG_TYPE_TRACING) && btf, "needs tracing programs and BTF" },
-		{ "lsm", prog_ok(BPF_PROG_TYPE_LSM) && lsm == 1,
-		  "'bpf' is not in /sys/kernel/security/lsm (boot with lsm=...,bpf)" },
+		{ "fentry/fexit", fentry, fentry_why },
+		{ "iter", iter, iter_why },
+		{ "lsm", lsm_prog && lsm == 1, lsm_why },
 		{ "perf_event", prog_ok(BPF_PROG_TYPE_PERF_EVENT), "no perf_event programs" },
 		{ "xdp", prog_ok(BPF_PROG_TYPE_XDP), "no XDP programs" },
 		{ "tc", prog_ok(BPF_PROG_TYPE_SCHED_CLS), "no sched_cls programs" },
 		{ "cgroup", prog_ok(BPF_PROG_TYPE_CGROUP_SKB) && cg2,
-		  "needs cgroup programs and cgroup v2 at /sys/fs/cgroup" },
+		  "needs cgroup programs and a cgroup v2 mount" },
 		{ "struct_ops", prog_ok(BPF_PROG_TYPE_STRUCT_OPS) && btf, "no struct_ops programs" },
 	};
 	struct wrap w;
 	size_t i;
 	int missing = 0;
 
+	btf__free(vmlinux);
 	wrap_begin(&w, "attach");
 	if (!can_probe) {
 		fputs("(not probed: needs CAP_BPF)", stdout);
@@ -276,7 +353,7 @@ int host_features(void)
 	struct wrap w;
 	long v;
 	size_t i;
-	int priv, probed;
+	int priv;
 
 	if (uname(&u))
 		memset(&u, 0, sizeof(u));
@@ -335,9 +412,10 @@ int host_features(void)
 	printf("%-*s%s%s\n", LABEL_W, "tracefs", p ? "mounted at " : "",
 	       p ? p : "not mounted (bpfhost mounts it when attaching)");
 
-	probed = probe_family("map types", 1);
-	probe_family("prog types", 0);
-	attach_kinds(probed >= 0);
+	/* without privileges libbpf's probes fail as if nothing were supported */
+	probe_family("map types", 1, priv);
+	probe_family("prog types", 0, priv);
+	attach_kinds(priv);
 	fflush(stdout);
 	return 0;
 }

@@ -115,6 +115,7 @@ void host_report(lua_State *L, int status)
 
 		if (!msg)
 			msg = "(error object is not a string)";
+		fflush(stdout); /* what ran before the error comes first */
 		l_message(msg);
 		lua_pop(L, 1);
 	}
@@ -128,11 +129,18 @@ static int dochunk(lua_State *L, int status)
 	return status;
 }
 
+/* -l NAME: require NAME and keep the result as the global NAME. */
 static int dolibrary(lua_State *L, const char *name)
 {
+	int status;
+
 	lua_getglobal(L, "require");
 	lua_pushstring(L, name);
-	return dochunk(L, host_docall(L, 1, 1) == 0 ? (lua_setglobal(L, name), 0) : 1);
+	status = host_docall(L, 1, 1);
+	if (status == 0)
+		lua_setglobal(L, name);
+	host_report(L, status);
+	return status;
 }
 
 /* arg as lua.c lays it out: arg[0] the script, negatives before, positives after. */

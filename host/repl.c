@@ -674,8 +674,20 @@ static int load_input(lua_State *L, const char *code)
 	lua_pushfstring(L, "return %s", c);
 	status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_objlen(L, -1), "=stdin");
 	lua_remove(L, -2);
-	if (status == 0)
+	if (status == 0) {
+		/*
+		 * The same through select, which keeps every result and keeps the
+		 * call out of tail position: an error in it still says where.
+		 */
+		lua_pushfstring(L, "return select(1, %s\n)", c);
+		if (luaL_loadbuffer(L, lua_tostring(L, -1), lua_objlen(L, -1), "=stdin") == 0) {
+			lua_remove(L, -2); /* the select form replaces the plain one */
+			lua_remove(L, -2);
+		} else {
+			lua_pop(L, 2);
+		}
 		return LOAD_OK;
+	}
 	more = incomplete(L, status);
 	lua_pop(L, 1);
 	status = luaL_loadbuffer(L, c, strlen(c), "=stdin");
@@ -868,7 +880,9 @@ int host_repl(lua_State *L)
 			lua_settop(L, base);
 			continue;
 		}
-		if (host_docall(L, 0, LUA_MULTRET)) {
+		status = host_docall(L, 0, LUA_MULTRET);
+		fflush(stdout); /* what the statement printed comes before its error */
+		if (status) {
 			report_error(L, bh_interrupted != 0);
 			lua_settop(L, base);
 		} else {
