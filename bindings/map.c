@@ -1,6 +1,7 @@
 /* map.c: bpfhost.map, map handles and their operations. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -670,10 +671,13 @@ static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh
 		bh_fail_msg(L, op, "map", m->name, err, "map is frozen (read-only for user space)",
 			    "m:freeze() cannot be undone; BPF programs can still write the map",
 			    NULL);
-	if (err == EPERM && (m->map_flags & BPF_F_RDONLY))
+	/* rdonly/wronly live in the fd's access mode (the map's flags drop them) */
+	if (err == EPERM && m->fd >= 0 && (fcntl(m->fd, F_GETFL) & O_ACCMODE) == O_RDONLY)
 		bh_fail_msg(L, op, "map", m->name, err,
-			    "map is read-only for user space (created with the rdonly flag)", NULL,
-			    NULL);
+			    "this handle is read-only (the map was made or opened rdonly)", NULL, NULL);
+	if (err == EPERM && m->fd >= 0 && (fcntl(m->fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+		bh_fail_msg(L, op, "map", m->name, err,
+			    "this handle is write-only (the map was made or opened wronly)", NULL, NULL);
 	if ((err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP) && !strcmp(op, "lookup_and_delete"))
 		bh_fail_msg(L, op, "map", m->name, err,
 			    lua_pushfstring(L, "%s %s map has no atomic lookup_and_delete",
