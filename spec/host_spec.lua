@@ -42,6 +42,20 @@ describe("host", function()
       assert.matches("130", out)
     end)
 
+    it("has a man page that renders, covering every option and exit status", function()
+      local out, status = h.sh("MANWIDTH=80 man --warnings=w -l host/bpfhost.1 2>&1")
+      assert.equal(0, status, out)
+      assert.is_nil(out:find("troff:", 1, true), out)
+      assert.matches("^BPFHOST%(1%)", out)
+      for _, opt in ipairs{ "-e code", "-l name", "-i", "-v", "-d", "--features", "--help" } do
+        assert.matches("\n       " .. opt:gsub("%-", "%%-") .. "%s", out)
+      end
+      for _, code in ipairs{ "0", "1", "2", "130, 143" } do
+        assert.matches("\n       " .. code .. "%s", out)
+      end
+      assert.matches("~/%.bpfhost_history", out)
+    end)
+
     it("a usage error exits 2 and says what is wrong", function()
       local out, status = host("--bogus")
       assert.equal(2, status)
