@@ -69,7 +69,7 @@ struct bh_exporter {
 	double cached_at, cache;
 	double scrapes;       /* /metrics responses given */
 	double last_render;   /* seconds the last render took */
-	char addr[64];        /* "127.0.0.1:9435", the port as bound */
+	char addr[80];        /* "127.0.0.1:9435", the port as bound */
 	char host[48];
 	int port;
 };
@@ -1224,6 +1224,18 @@ static int d_escape(lua_State *L)
 	return 1;
 }
 
+/* state(v) -> true (an open exporter), false (closed), nil (not an exporter) */
+static int d_state(lua_State *L)
+{
+	struct bh_exporter *ex = bh_testud(L, 1, EXPORTER_MT);
+
+	if (ex)
+		lua_pushboolean(L, ex->d && !ex->close_later);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
 /* is_map(v) -> true when v is a map handle */
 static int d_is_map(lua_State *L)
 {
@@ -1252,6 +1264,7 @@ static const luaL_Reg decoders[] = {
 	{ "syscall", d_syscall },   { "errno", d_errno },	  { "ifname", d_ifname },
 	{ "inet", d_inet },	    { "cgroups", d_cgroups },	  { "kallsyms", d_kallsyms },
 	{ "ksym", d_ksym },	    { "escape", d_escape },	  { "is_map", d_is_map },
+	{ "state", d_state },
 	{ NULL, NULL },
 };
 

@@ -167,8 +167,17 @@ end
 -- ---------------------------------------------------------------------------
 -- -- Checking definitions ----------------------------------------------------
 
+-- Raise at the first caller outside this file: the line of the script's call.
+local getinfo = debug and debug.getinfo
 local function argerr(fn, fmt_, ...)
-  error(fn .. ": " .. format(fmt_, ...), 3)
+  local lvl = 2
+  while getinfo do
+    local info = getinfo(lvl, "S")
+    if not info then lvl = 1 break end
+    if info.source ~= "=bpfhost.exporter" then break end
+    lvl = lvl + 1
+  end
+  error(fn .. ": " .. format(fmt_, ...), getinfo and lvl or 3)
 end
 
 local function valid_metric(s) return type(s) == "string" and find(s, "^[%a_:][%w_:]*$") ~= nil end
@@ -338,7 +347,14 @@ local function check_value(fn, m, opts)
   return path
 end
 
+local function check_ex(ex, fn)
+  local st = dec.state(ex)
+  if st == nil then argerr(fn, "bpfhost.exporter expected, got %s (call it as ex:%s)", type(ex), fn) end
+  if not st then argerr(fn, "exporter is closed") end
+end
+
 local function check_common(ex, fn, kind, name, m, opts)
+  check_ex(ex, fn)
   local d = defs_of(ex)
   if not valid_metric(name) then
     argerr(fn, "'%s' is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)", tostring(name))
@@ -526,10 +542,9 @@ local function check_num(def, x)
 end
 
 local function header(out, def)
-  if def.help then
-    out[#out + 1] = "# HELP " .. def.name .. " " .. gsub(gsub(def.help, "\\", "\\\\"), "\n", "\\n")
-      .. "\n"
-  end
+  local help = def.help or ("%s from map '%s'"):format(def.kind, def.map.name)
+  out[#out + 1] = "# HELP " .. def.name .. " " .. gsub((gsub(help, "\\", "\\\\")), "\n", "\\n")
+    .. "\n"
   out[#out + 1] = "# TYPE " .. def.name .. " " .. def.kind .. "\n"
 end
 
@@ -639,6 +654,7 @@ end
 
 -- ex:render() -> the exposition text of every metric, read from the maps now.
 function methods.render(ex)
+  check_ex(ex, "render")
   local d = defs_of(ex)
   local out = {}
   local ctx = { ifname = {} }
