@@ -482,8 +482,10 @@ static void guard_end(struct sigguard *g)
 
 /*
  * ex:serve([ms]) -> scrapes answered. Serves for up to ms milliseconds
- * (default 0: what is ready now). SIGINT/SIGTERM raise an EINTR error
- * object; a render error is raised after the clients got a 500.
+ * (default 0: what is ready now, without waiting: what bpf.run calls when
+ * ex:fd() is readable or ex:timeout() has passed). SIGINT/SIGTERM end a
+ * wait with an EINTR error object; a render error is raised after the
+ * clients got a 500.
  */
 static int exporter_serve(lua_State *L)
 {
@@ -504,6 +506,12 @@ static int exporter_serve(lua_State *L)
 	if (ex->busy)
 		luaL_error(L, "serve exporter: called from its own render");
 	lua_settop(L, 1);
+	if (ms == 0) {
+		/* what is ready now, as an outer loop's source: no wait, no signal handling */
+		if (exporter_step(L, ex, 1))
+			failed = 1;
+		goto out;
+	}
 	end = mono_now() + ms / 1000.0;
 	guard_begin(&g);
 	for (;;) {
@@ -528,13 +536,14 @@ static int exporter_serve(lua_State *L)
 		ppoll(&pfd, 1, &ts, &g.waitmask);
 	}
 	guard_end(&g);
+out:
 	if (ex->close_later) {
 		ex->close_later = 0;
 		exporter_stop(ex);
 	}
 	if (failed)
 		return lua_error(L);
-	if (bh_interrupted) {
+	if (ms > 0 && bh_interrupted) {
 		char reason[48];
 
 		snprintf(reason, sizeof(reason), "interrupted by %s",

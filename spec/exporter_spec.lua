@@ -702,6 +702,38 @@ describe("exporter", function()
       assert.equal(200, r.status)
     end)
 
+    it("is a source of bpf.run, beside a ring buffer and a tick", function()
+      local ro = bpf.load(h.obj("test_ring"))
+      local ring = bpf.ringbuf(ro:get_map("ring"), {type = ro:type("struct ring_event")})
+      local seen = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 1}
+      ex:gauge("ring_records", seen, { help = "records the handler saw" })
+      ro:program("emit"):test_run{data = ("\0"):rep(64), ["repeat"] = 10}
+      local n, ticks, r = 0, 0, nil
+      local why = bpf.run{
+        sources = { ex, { ring, function(ev)
+          assert.equal(4242, ev.pid)
+          n = n + 1
+          seen:update(0, n)
+        end } },
+        every = 0.05,
+        tick = function()
+          ticks = ticks + 1
+          -- scrape once the handler has seen every record; stop when answered
+          if n == 10 and not r then r = fetch("http://" .. ex:address() .. "/metrics") end
+          if r and r.done() then return false end
+        end,
+        timeout = 30,
+      }
+      assert.equal("stopped", why)
+      assert.equal(10, n)
+      assert.is_true(ticks >= 2)
+      assert.equal(200, r.status)
+      assert.equal("10", samples(r.body).ring_records)
+      seen:close()
+      ring:close()
+      ro:close()
+    end)
+
     it("serve returns on its own; fd and timeout are for an outer loop", function()
       assert.equal(0, ex:serve(0))
       assert.is_number(ex:fd())
