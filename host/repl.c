@@ -301,17 +301,6 @@ static void show_list(FILE *f, const char *list)
 	}
 }
 
-/* Characters (not bytes) in the last len bytes of UTF-8 text. */
-static int utf8_chars(const char *s, size_t len)
-{
-	int n = 0;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			n++;
-	return n;
-}
 
 /* ------------------------------------------------------------------------ */
 /* -- Line editors -------------------------------------------------------- */
@@ -524,6 +513,18 @@ static int el_getc_bh(EditLine *e, wchar_t *wc)
 			*wc = (wchar_t)(unsigned char)buf[0];
 		return 1;
 	}
+}
+
+/* Characters (not bytes) in the last len bytes of UTF-8 text. */
+static int utf8_chars(const char *s, size_t len)
+{
+	int n = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			n++;
+	return n;
 }
 
 static unsigned char el_complete_bh(EditLine *e, int ch)
