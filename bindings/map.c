@@ -516,13 +516,154 @@ static void raw_plan(struct bh_plan *p, uint32_t size)
 	p->cname = "raw bytes";
 }
 
+/* ------------------------------------------------------------------------ */
+/* -- Scalar fast paths --------------------------------------------------- */
+
+/*
+ * Most keys and values are integers of 4 or 8 bytes, and the per-call cost
+ * of a map op must stay small beside its one syscall (DESIGN "Performance").
+ * These put a Lua number into such an integer, and back, without the
+ * codec's general machinery. They take only the cases they are sure of
+ * (an integral number in range; 64-bit values within 2^53) and return 0 for
+ * everything else, which the codec then encodes to the same bytes or
+ * refuses with its own error message.
+ */
+static inline int enc_int_fast(lua_State *L, const struct bh_plan *p, int idx, void *dst)
+{
+	if (p->kind != BH_K_INT || lua_type(L, idx) != LUA_TNUMBER)
+		return 0;
+#if LUA_VERSION_NUM >= 503
+	if (!lua_isinteger(L, idx))
+		return 0;
+	{
+		lua_Integer i = lua_tointeger(L, idx);
+
+		switch (p->size) {
+		case 4:
+			if (p->is_signed ? (i < INT32_MIN || i > INT32_MAX) : (i < 0 || i > UINT32_MAX))
+				return 0;
+			if (p->is_signed) {
+				int32_t x = (int32_t)i;
+
+				memcpy(dst, &x, 4);
+			} else {
+				uint32_t x = (uint32_t)i;
+
+				memcpy(dst, &x, 4);
+			}
+			return 1;
+		case 8:
+			if (!p->is_signed && i < 0)
+				return 0;
+			memcpy(dst, &i, 8);
+			return 1;
+		}
+		return 0;
+	}
+#else
+	{
+		lua_Number d = lua_tonumber(L, idx);
+
+		switch (p->size) {
+		case 4:
+			if (p->is_signed) {
+				int32_t x;
+
+				if (!(d >= -2147483648.0 && d <= 2147483647.0))
+					return 0;
+				x = (int32_t)d;
+				if ((lua_Number)x != d)
+					return 0;
+				memcpy(dst, &x, 4);
+			} else {
+				uint32_t x;
+
+				if (!(d >= 0.0 && d <= 4294967295.0))
+					return 0;
+				x = (uint32_t)d;
+				if ((lua_Number)x != d)
+					return 0;
+				memcpy(dst, &x, 4);
+			}
+			return 1;
+		case 8: {
+			int64_t x;
+
+			if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0))
+				return 0;
+			x = (int64_t)d;
+			if ((lua_Number)x != d || (!p->is_signed && x < 0))
+				return 0;
+			memcpy(dst, &x, 8);
+			return 1;
+		}
+		}
+		return 0;
+	}
+#endif
+}
+
+static inline void push_int(lua_State *L, int64_t v)
+{
+#if LUA_VERSION_NUM >= 503
+	lua_pushinteger(L, (lua_Integer)v);
+#else
+	lua_pushnumber(L, (lua_Number)v);
+#endif
+}
+
+/* The codec's rule: 64-bit values beyond 2^53 decode to cdata (or 5.4 integers). */
+static inline int dec_int_fast(lua_State *L, const struct bh_plan *p, const void *src)
+{
+	if (p->kind != BH_K_INT)
+		return 0;
+	switch (p->size) {
+	case 4:
+		if (p->is_signed) {
+			int32_t x;
+
+			memcpy(&x, src, 4);
+			push_int(L, x);
+		} else {
+			uint32_t x;
+
+			memcpy(&x, src, 4);
+			push_int(L, x);
+		}
+		return 1;
+	case 8: {
+		uint64_t u;
+
+		memcpy(&u, src, 8);
+		if (p->is_signed ? ((int64_t)u < -(1LL << 53) || (int64_t)u > (1LL << 53))
+				 : u > (1ULL << 53))
+			return 0;
+		push_int(L, (int64_t)u);
+		return 1;
+	}
+	}
+	return 0;
+}
+
+static inline void array_index_check(lua_State *L, struct bh_map *m, const char *op,
+				     const void *dst)
+{
+	uint32_t i;
+
+	if ((m->special & BH_MS_ARRAY) && m->key_size == 4) {
+		memcpy(&i, dst, 4);
+		if (unlikely(i >= m->max_entries))
+			luaL_error(L, "%s map '%s': key: index %u is out of range (0..%u)", op,
+				   m->name, i, m->max_entries - 1);
+	}
+}
+
 static __attribute__((noinline)) void map_enc_key_special(lua_State *L, struct bh_map *m,
 							  const char *op, int idx, void *dst,
 							  int raw)
 {
 	struct bh_cctx c;
 	struct bh_plan rp;
-	uint32_t i;
 
 	if (m->special & (BH_MS_KEYLESS | BH_MS_EVENTS))
 		map_refuse(L, m, op);
@@ -535,16 +676,11 @@ static __attribute__((noinline)) void map_enc_key_special(lua_State *L, struct b
 	} else {
 		bh_encode(&c, m->ktype->root, idx, dst);
 	}
-	if ((m->special & BH_MS_ARRAY) && m->key_size == 4) {
-		memcpy(&i, dst, 4);
-		if (i >= m->max_entries)
-			luaL_error(L, "%s map '%s': key: index %u is out of range (0..%u)", op,
-				   m->name, i, m->max_entries - 1);
-	}
+	array_index_check(L, m, op, dst);
 }
 
-static inline void map_enc_key(lua_State *L, struct bh_map *m, const char *op, int idx, void *dst,
-			       int raw)
+static __attribute__((noinline)) void map_enc_key_slow(lua_State *L, struct bh_map *m,
+						       const char *op, int idx, void *dst, int raw)
 {
 	struct bh_cctx c;
 	struct bh_plan rp;
@@ -560,6 +696,19 @@ static inline void map_enc_key(lua_State *L, struct bh_map *m, const char *op, i
 	} else {
 		bh_encode(&c, m->ktype->root, idx, dst);
 	}
+}
+
+/* The fast path inline in every op, the rest (and the big codec context) out of line. */
+static inline __attribute__((always_inline)) void map_enc_key(lua_State *L, struct bh_map *m,
+							      const char *op, int idx, void *dst,
+							      int raw)
+{
+	if (likely(!raw && !(m->special & ~(unsigned)(BH_MS_ARRAY | BH_MS_NODELETE))) &&
+	    enc_int_fast(L, m->ktype->root, idx, dst)) {
+		array_index_check(L, m, op, dst);
+		return;
+	}
+	map_enc_key_slow(L, m, op, idx, dst, raw);
 }
 
 /* A map-in-map or prog_array value: a handle (its fd) or an fd number. */
@@ -596,7 +745,8 @@ static void enc_fd_value(lua_State *L, struct bh_map *m, const char *op, int idx
 	memcpy(dst, &fd, 4);
 }
 
-static inline void map_enc_value(lua_State *L, struct bh_map *m, const char *op, int idx, int raw)
+static __attribute__((noinline)) void map_enc_value_slow(lua_State *L, struct bh_map *m,
+							 const char *op, int idx, int raw)
 {
 	struct bh_cctx c;
 	struct bh_plan rp;
@@ -614,6 +764,15 @@ static inline void map_enc_value(lua_State *L, struct bh_map *m, const char *op,
 	}
 }
 
+static inline __attribute__((always_inline)) void map_enc_value(lua_State *L, struct bh_map *m,
+								const char *op, int idx, int raw)
+{
+	if (likely(!raw && !m->ncpus && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) &&
+	    enc_int_fast(L, m->vtype->root, idx, m->vbuf))
+		return;
+	map_enc_value_slow(L, m, op, idx, raw);
+}
+
 static void lpm_dec_raw(lua_State *L, struct bh_map *m, const unsigned char *src)
 {
 	uint32_t plen;
@@ -626,7 +785,8 @@ static void lpm_dec_raw(lua_State *L, struct bh_map *m, const unsigned char *src
 	lua_setfield(L, -2, "data");
 }
 
-static inline void map_dec_key(lua_State *L, struct bh_map *m, const void *src, int raw)
+static __attribute__((noinline)) void map_dec_key_slow(lua_State *L, struct bh_map *m,
+						       const void *src, int raw)
 {
 	struct bh_cctx c;
 
@@ -640,7 +800,16 @@ static inline void map_dec_key(lua_State *L, struct bh_map *m, const void *src, 
 		bh_decode(&c, m->ktype->root, src);
 }
 
-static inline void map_dec_value(lua_State *L, struct bh_map *m, const void *src, int raw)
+static inline __attribute__((always_inline)) void map_dec_key(lua_State *L, struct bh_map *m,
+							      const void *src, int raw)
+{
+	if (likely(!raw) && dec_int_fast(L, m->ktype->root, src))
+		return;
+	map_dec_key_slow(L, m, src, raw);
+}
+
+static __attribute__((noinline)) void map_dec_value_slow(lua_State *L, struct bh_map *m,
+							 const void *src, int raw)
 {
 	struct bh_cctx c;
 
@@ -657,6 +826,15 @@ static inline void map_dec_value(lua_State *L, struct bh_map *m, const void *src
 	} else {
 		bh_decode(&c, m->vtype->root, src);
 	}
+}
+
+static inline __attribute__((always_inline)) void map_dec_value(lua_State *L, struct bh_map *m,
+								const void *src, int raw)
+{
+	if (likely(!raw && !m->ncpus && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) &&
+	    dec_int_fast(L, m->vtype->root, src))
+		return;
+	map_dec_value_slow(L, m, src, raw);
 }
 
 static long long fdinfo_field(int fd, const char *field);
@@ -2032,7 +2210,19 @@ static struct bh_map *map_newud(lua_State *L)
 		lua_rawset(L, -5);
 	}
 	lua_getfield(L, -1, "__props_mt");
-	lua_createtable(L, 0, 8); /* ud, mt, template, props_mt, props */
+	lua_getfield(L, -1, "__index");
+	lua_createtable(L, 0, 48); /* ud, mt, template, props_mt, methods, props */
+	/*
+	 * The methods themselves too: then m:lookup in a trace is one hash
+	 * lookup, not a miss in props (a chain walk) and a second table.
+	 */
+	lua_pushnil(L);
+	while (lua_next(L, -3)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -4);
+	}
+	lua_remove(L, -2); /* ud, mt, template, props_mt, props */
 	lua_insert(L, -2);
 	lua_setmetatable(L, -2);
 	lua_setfield(L, -3, "__index");
