@@ -705,6 +705,38 @@ describe("map operations", function()
       assert.matches("update map 'ops': value: 1.5 is not an integer$", h.raises(function() p[1] = 1.5 end))
     end)
 
+    it("integers at the edges of the scalar fast path give the codec's bytes and values", function()
+      local s = bpf.map_create{type = "hash", key = "s32", value = "s64", max_entries = 16, name = "edges"}
+      local cases = {
+        {-2147483648, -2^53, "\0\0\0\128", "\0\0\0\0\0\0\224\255"},
+        {2147483647, 2^53, "\255\255\255\127", "\0\0\0\0\0\0\32\0"},
+        {-1, -1, "\255\255\255\255", "\255\255\255\255\255\255\255\255"},
+        {0, -0.0, "\0\0\0\0", "\0\0\0\0\0\0\0\0"},
+      }
+      for _, c in ipairs(cases) do
+        assert.is_true(s:update(c[1], c[2]))
+        assert.equal(c[4], s:lookup(c[3], {raw = true}))
+        assert.equal(c[2], s:lookup(c[1]))
+        assert.equal("number", type(s:lookup(c[1])))
+      end
+      -- beyond 2^53: the codec's cdata, both ways
+      assert.is_true(s:update(5, -2^53 - 2))
+      assert.equal("-9007199254740994LL", tostring(s:lookup(5)))
+      assert.equal("update map 'edges': key: 2147483648 does not fit s32 (-2147483648..2147483647)",
+        h.raises(s.update, s, 2^31, 1))
+      assert.equal("update map 'edges': value: 0.5 is not an integer", h.raises(s.update, s, 1, 0.5))
+      assert.equal("update map 'edges': key: nan is not an integer", h.raises(s.update, s, 0/0, 1))
+      -- numeric strings are the codec's business, and still work
+      assert.is_true(s:update("7", "-8"))
+      assert.equal(-8, s:lookup(7))
+      local u = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 4, name = "uedges"}
+      assert.equal("update map 'uedges': value: -1 is negative for an unsigned field", h.raises(u.update, u, 0, -1))
+      assert.equal("update map 'uedges': key: index 4 is out of range (0..3)", h.raises(u.update, u, 4, 1))
+      assert.is_true(u:update(3, 2^53 + 2))
+      assert.equal("9007199254740994ULL", tostring(u:lookup(3)))
+      s:close(); u:close()
+    end)
+
     it("key_type, value_type and set_types re-type a map by hand", function()
       local raw = bpf.map_by_id(m.id)
       assert.equal("4 bytes", raw:key_type().name)
