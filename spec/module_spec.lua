@@ -40,7 +40,8 @@ describe("module", function()
       return mt.__methods or (mt.__props_mt and mt.__props_mt.__index) or {}
     end
     for name, letter in pairs{["bpfhost.object"] = "obj:", ["bpfhost.map"] = "m:",
-        ["bpfhost.prog"] = "p:", ["bpfhost.link"] = "link:", ["bpfhost.type"] = "T:"} do
+        ["bpfhost.prog"] = "p:", ["bpfhost.link"] = "link:", ["bpfhost.type"] = "T:",
+        ["bpfhost.exporter"] = "ex:"} do
       check(letter, methods(reg[name]))
     end
     table.sort(missing)
