@@ -298,16 +298,21 @@ static void check_handler(lua_State *L, int idx, const char *fn, const char *whe
 }
 
 /*
- * The sources in flight: begun ones are ended on every way out, errors
- * included (cleanup attribute), before the guard gives the signals back.
+ * The sources in flight. A buffer (ringbuf, perfbuf) is a bh_source: begun
+ * ones are ended on every way out, errors included (cleanup attribute),
+ * before the guard gives the signals back. Any other source is a value with
+ * methods fd() (an fd readable when it has work), serve(0) (do that work
+ * now) and optionally timeout() (ms until serve(0) must run anyway, or nil):
+ * bpf.exporter is one.
  */
 struct srcset {
 	struct bh_guard g;
 	int epfd;
 	int n;
-	struct bh_source *s[MAX_SOURCES];
-	int idx[MAX_SOURCES];  /* stack index of the source */
-	int hidx[MAX_SOURCES]; /* stack index of its handler, 0 for none */
+	struct bh_source *s[MAX_SOURCES]; /* NULL for a Lua-level source */
+	int idx[MAX_SOURCES];             /* stack index of the source */
+	int hidx[MAX_SOURCES];            /* stack index of its handler, 0 for none */
+	int fd[MAX_SOURCES];
 	int begun[MAX_SOURCES];
 };
 
@@ -328,9 +333,33 @@ static void srcset_cleanup(struct srcset *set)
 	bh_guard_end(&set->g);
 }
 
+/* Call method name of the source at idx with nargs arguments above it. */
+static void call_method(lua_State *L, int idx, const char *name, int nargs, int nres)
+{
+	lua_getfield(L, idx, name);
+	lua_insert(L, -1 - nargs);
+	lua_pushvalue(L, idx);
+	lua_insert(L, -1 - nargs);
+	lua_call(L, nargs + 1, nres);
+}
+
+/* Does the value at idx have a method name? */
+static int has_method(lua_State *L, int idx, const char *name)
+{
+	int t = lua_type(L, idx), ok;
+
+	if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+		return 0;
+	lua_getfield(L, idx, name);
+	ok = lua_isfunction(L, -1);
+	lua_pop(L, 1);
+	return ok;
+}
+
 /*
- * Read the list of sources at idx (each a source, or {source, handler}) onto
- * the stack, then begin them (which raises on a closed or busy one).
+ * Read the list of sources at idx (each a source, or {buffer, handler})
+ * onto the stack, then begin the buffers (which raises on a closed or busy
+ * one).
  */
 static void srcset_read(lua_State *L, struct srcset *set, int idx, const char *fn, int need_handler)
 {
@@ -340,10 +369,13 @@ static void srcset_read(lua_State *L, struct srcset *set, int idx, const char *f
 		luaL_error(L, "%s: at most %d sources", fn, MAX_SOURCES);
 	luaL_checkstack(L, 2 * n + 8, "too many sources");
 	for (i = 1; i <= n; i++) {
-		struct bh_source *s;
+		struct bh_source *s = NULL;
+		int k = set->n;
 
 		lua_rawgeti(L, idx, i);
-		if (lua_istable(L, -1) && !bh_source_test(L, -1)) {
+		set->hidx[k] = 0;
+		set->fd[k] = -1;
+		if (lua_istable(L, -1) && !has_method(L, -1, "serve")) {
 			int t = lua_gettop(L);
 
 			lua_rawgeti(L, t, 1);
@@ -356,30 +388,38 @@ static void srcset_read(lua_State *L, struct srcset *set, int idx, const char *f
 			lua_pushfstring(L, "the handler of sources[%d]", i);
 			check_handler(L, -2, fn, lua_tostring(L, -1));
 			lua_pop(L, 1);
-			set->hidx[set->n] = lua_gettop(L);
-			set->idx[set->n] = lua_gettop(L) - 1;
-		} else {
-			s = bh_source_test(L, -1);
-			if (!s)
-				luaL_error(L, "%s: sources[%d] must be a ringbuf, a perfbuf or "
-					      "{source, handler}, got %s",
-					   fn, i, luaL_typename(L, -1));
+			set->hidx[k] = lua_gettop(L);
+			set->idx[k] = lua_gettop(L) - 1;
+		} else if ((s = bh_source_test(L, -1))) {
 			if (need_handler)
 				luaL_error(L, "%s: sources[%d] needs a handler: {source, function(rec) "
 					      "... end}",
 					   fn, i);
-			set->hidx[set->n] = 0;
-			set->idx[set->n] = lua_gettop(L);
+			set->idx[k] = lua_gettop(L);
+		} else if (has_method(L, -1, "fd") && has_method(L, -1, "serve")) {
+			set->idx[k] = lua_gettop(L);
+			call_method(L, set->idx[k], "fd", 0, 1);
+			if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0)
+				luaL_error(L, "%s: sources[%d]:fd() must give a file descriptor, got %s",
+					   fn, i, luaL_typename(L, -1));
+			set->fd[k] = (int)lua_tointeger(L, -1);
+			lua_pop(L, 1);
+		} else {
+			luaL_error(L, "%s: sources[%d] must be a ringbuf, a perfbuf, {source, handler} "
+				      "or a value with fd and serve methods (an exporter), got %s",
+				   fn, i, luaL_typename(L, -1));
 		}
-		for (j = 0; j < set->n; j++)
+		for (j = 0; s && j < set->n; j++)
 			if (set->s[j] == s)
 				luaL_error(L, "%s: sources[%d] is listed twice", fn, i);
-		set->s[set->n] = s;
-		set->begun[set->n] = 0;
+		set->s[k] = s;
+		set->begun[k] = 0;
 		set->n++;
 	}
 	/* every argument is checked: now the state changes */
 	for (i = 0; i < set->n; i++) {
+		if (!set->s[i])
+			continue;
 		set->s[i]->ops->begin(L, set->s[i], fn);
 		set->begun[i] = 1;
 	}
@@ -394,7 +434,7 @@ static void srcset_epoll(lua_State *L, struct srcset *set, const char *fn)
 		bh_fail(L, fn, NULL, NULL, errno, NULL, NULL);
 	for (i = 0; i < set->n; i++) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
-		int fd = set->s[i]->ops->fd(set->s[i]);
+		int fd = set->s[i] ? set->s[i]->ops->fd(set->s[i]) : set->fd[i];
 
 		if (epoll_ctl(set->epfd, EPOLL_CTL_ADD, fd, &ev))
 			bh_fail(L, fn, NULL, NULL, errno, NULL, NULL);
@@ -404,6 +444,40 @@ static void srcset_epoll(lua_State *L, struct srcset *set, const char *fn)
 static long dispatch(lua_State *L, struct srcset *set, int i, long budget, int *stop)
 {
 	return set->s[i]->ops->dispatch(L, set->idx[i], set->s[i], set->hidx[i], budget, stop);
+}
+
+/* Milliseconds until the Lua-level source i wants serve(0), or -1. */
+static int source_timeout(lua_State *L, struct srcset *set, int i)
+{
+	lua_Number t;
+
+	if (!has_method(L, set->idx[i], "timeout"))
+		return -1;
+	call_method(L, set->idx[i], "timeout", 0, 1);
+	t = lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	if (t != t || t < 0)
+		return -1;
+	return t > 86400000.0 ? 86400000 : (int)ceil(t);
+}
+
+/*
+ * src:serve(0) for a Lua-level source. It raises an EINTR error of its own
+ * when a signal lands in it: that one ends the loop as "interrupted"; any
+ * other error goes on as it is.
+ */
+static void source_serve(lua_State *L, struct srcset *set, int i)
+{
+	lua_getfield(L, set->idx[i], "serve");
+	lua_pushvalue(L, set->idx[i]);
+	lua_pushinteger(L, 0);
+	if (lua_pcall(L, 2, 0, 0)) {
+		if (bh_interrupted) {
+			lua_pop(L, 1);
+			return;
+		}
+		lua_error(L);
+	}
 }
 
 /*
@@ -470,7 +544,7 @@ static int l_poll(lua_State *L)
 	bh_guard_begin(&set.g);
 	/* records already copied out wake no epoll: look at them first */
 	for (i = 0; i < set.n; i++) {
-		if (set.s[i]->ops->queued(set.s[i])) {
+		if (set.s[i] && set.s[i]->ops->queued(set.s[i])) {
 			ready[i] = 1;
 			found = 1;
 		}
@@ -478,7 +552,7 @@ static int l_poll(lua_State *L)
 	for (;;) {
 		int ms = found ? 0 : ms_until(end);
 
-		r = bh_epoll_wait(set.epfd, ev, set.n, ms);
+		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1, ms);
 		if (r == -2)
 			bh_fail(L, "poll", NULL, NULL, errno, NULL, NULL);
 		if (r == -1)
@@ -520,6 +594,7 @@ static int l_run(lua_State *L)
 	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
 	struct epoll_event ev[MAX_SOURCES];
 	double every = 0, timeout = -1, now, deadline, next_tick;
+	double due[MAX_SOURCES]; /* Lua-level sources: when serve(0) must run anyway */
 	int has_tick, has_sources = 0, tick_idx, i;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -536,7 +611,7 @@ static int l_run(lua_State *L)
 	lua_getfield(L, 1, "tick");
 	has_tick = !lua_isnil(L, -1);
 	if (has_tick)
-		check_handler(L, -1, "run", "tick");
+		check_handler(L, lua_gettop(L), "run", "tick");
 	if (has_tick && every <= 0)
 		luaL_error(L, "run: tick needs every (seconds between ticks)");
 	lua_getfield(L, 1, "sources");
@@ -557,11 +632,12 @@ static int l_run(lua_State *L)
 	now = mono_now();
 	deadline = timeout >= 0 ? now + timeout : INFINITY;
 	next_tick = every > 0 ? now + every : INFINITY;
-	/* records left copied out by an earlier poll wake no epoll */
 	for (i = 0; i < set.n; i++) {
 		int stop = 0;
 
-		if (set.s[i]->ops->queued(set.s[i]))
+		/* records left copied out by an earlier poll wake no epoll */
+		due[i] = set.s[i] ? INFINITY : now;
+		if (set.s[i] && set.s[i]->ops->queued(set.s[i]))
 			dispatch(L, &set, i, SOURCE_BUDGET, &stop);
 		if (stop) {
 			lua_pushliteral(L, "stopped");
@@ -569,11 +645,23 @@ static int l_run(lua_State *L)
 		}
 	}
 	for (;;) {
+		double wake = next_tick < deadline ? next_tick : deadline;
 		int r;
 
 		if (bh_interrupted)
 			break;
 		now = mono_now();
+		for (i = 0; i < set.n && !bh_interrupted; i++) {
+			int t;
+
+			if (set.s[i] || now < due[i])
+				continue;
+			source_serve(L, &set, i);
+			t = source_timeout(L, &set, i);
+			due[i] = t < 0 ? INFINITY : mono_now() + t / 1000.0;
+		}
+		if (bh_interrupted)
+			break;
 		if (now >= next_tick) {
 			lua_pushvalue(L, tick_idx);
 			lua_call(L, 0, 1);
@@ -592,14 +680,20 @@ static int l_run(lua_State *L)
 			lua_pushliteral(L, "timeout");
 			return 1;
 		}
-		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1,
-				  ms_until(next_tick < deadline ? next_tick : deadline));
+		for (i = 0; i < set.n; i++)
+			if (due[i] < wake)
+				wake = due[i];
+		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1, ms_until(wake));
 		if (r == -2)
 			bh_fail(L, "run", NULL, NULL, errno, NULL, NULL);
 		for (i = 0; i < r && !bh_interrupted; i++) {
-			int stop = 0;
+			int k = (int)ev[i].data.u32, stop = 0;
 
-			dispatch(L, &set, (int)ev[i].data.u32, SOURCE_BUDGET, &stop);
+			if (!set.s[k]) {
+				due[k] = 0; /* served at the top of the loop */
+				continue;
+			}
+			dispatch(L, &set, k, SOURCE_BUDGET, &stop);
 			if (stop) {
 				lua_pushliteral(L, "stopped");
 				return 1;

@@ -255,10 +255,21 @@ static int ps_fd(struct bh_source *s)
 	return pb->pb ? perf_buffer__epoll_fd(pb->pb) : -1;
 }
 
+/*
+ * A perf fd's readiness is used up by whoever polls it first (perf_poll
+ * swaps it to 0), and an epoll nesting libbpf's may be that one: so instead
+ * of trusting readiness, look into the CPU rings themselves (copying what
+ * they hold into the batch, where it counts as queued).
+ */
 static int ps_queued(struct bh_source *s)
 {
 	struct bh_perfbuf *pb = (struct bh_perfbuf *)s;
+	size_t k;
 
+	for (k = 0; pb->pb && !pb_queued(pb) && k < pb->nbuf; k++) {
+		pb->head = pb->tail = 0;
+		perf_buffer__consume_buffer(pb->pb, (pb->rr + k) % pb->nbuf);
+	}
 	return pb_queued(pb) || pb->has_new_lost;
 }
 
@@ -332,7 +343,8 @@ static int perfbuf_poll(lua_State *L)
 
 	perfbuf_check(L, 1, "poll");
 	ms = bh_check_ms(L, 2, "poll");
-	luaL_checkany(L, 3);
+	if (lua_gettop(L) < 3)
+		luaL_error(L, "poll: a handler is needed: perf:poll(ms, function(rec, cpu) ... end)");
 	lua_settop(L, 3);
 	lua_pushnumber(L, (lua_Number)bh_source_poll(L, 1, 3, ms, "poll"));
 	return 1;

@@ -442,8 +442,9 @@ static long deliver(lua_State *L, int idx, struct bh_ringbuf *rb, int i, int hid
 		lua_getfield(L, top + 1, "ct");
 		lua_getfield(L, top + 1, "dec");
 		lua_pushinteger(L, r->plan->size);
-		/* decoded(sh, fn, name, ct, dec, size) */
-		lua_call(L, 6, 2);
+		lua_pushstring(L, r->plan->cname);
+		/* decoded(sh, fn, name, ct, dec, size, tname) */
+		lua_call(L, 7, 2);
 	} else if (!push_lib(L, idx, r->plan ? "typed" : "raw")) {
 		lua_settop(L, top);
 		return deliver_c(L, r, hidx, stop);
@@ -488,8 +489,9 @@ static long deliver_view(lua_State *L, int idx, struct bh_ringbuf *rb, int i, in
 	lua_pushvalue(L, hidx);
 	lua_pushstring(L, r->name);
 	lua_pushnumber(L, (lua_Number)max);
-	/* view(sh, ct, fn, name, max) */
-	lua_call(L, 5, 2);
+	lua_pushstring(L, r->plan->cname);
+	/* view(sh, ct, fn, name, max, tname) */
+	lua_call(L, 6, 2);
 	n = (long)lua_tonumber(L, -2);
 	if (lua_toboolean(L, -1))
 		*stop = 1;
@@ -629,7 +631,8 @@ static int ringbuf_poll(lua_State *L)
 
 	ringbuf_check(L, 1, "poll");
 	ms = bh_check_ms(L, 2, "poll");
-	luaL_checkany(L, 3);
+	if (lua_gettop(L) < 3)
+		luaL_error(L, "poll: a handler is needed: ring:poll(ms, function(rec, name) ... end)");
 	lua_settop(L, 3);
 	lua_pushnumber(L, (lua_Number)bh_source_poll(L, 1, 3, ms, "poll"));
 	return 1;
@@ -737,26 +740,34 @@ static int ringbuf_records(lua_State *L)
 		lua_pushcclosure(L, ringbuf_records_iter, 2);
 		return 1;
 	}
-	/* records(ring, shs, cts, names, n, wait, ms) */
+	/* a loop that ended with break held its last record until now */
+	for (i = 0; i < rb->n; i++) {
+		rb->rings[i]->sh.in_view = 0;
+		ring_commit(rb->rings[i]);
+	}
+	/* records(ring, shs, cts, names, tnames, n, wait, ms) */
 	push_lib(L, 1, "records");
 	lua_pushvalue(L, 1);
+	lua_createtable(L, rb->n, 0);
 	lua_createtable(L, rb->n, 0);
 	lua_createtable(L, rb->n, 0);
 	lua_createtable(L, rb->n, 0);
 	for (i = 0; i < rb->n; i++) {
 		push_ringinfo(L, 1, i);
 		lua_getfield(L, -1, "sh");
-		lua_rawseti(L, -5, i + 1);
+		lua_rawseti(L, -6, i + 1);
 		lua_getfield(L, -1, "ct");
-		lua_rawseti(L, -4, i + 1);
+		lua_rawseti(L, -5, i + 1);
 		lua_pop(L, 1);
 		lua_pushstring(L, rb->rings[i]->name);
+		lua_rawseti(L, -3, i + 1);
+		lua_pushstring(L, rb->rings[i]->plan->cname);
 		lua_rawseti(L, -2, i + 1);
 	}
 	lua_pushinteger(L, rb->n);
 	lua_pushcfunction(L, ringbuf_view_wait);
 	lua_pushinteger(L, ms);
-	lua_call(L, 7, 1);
+	lua_call(L, 8, 1);
 	return 1;
 }
 
@@ -1357,6 +1368,7 @@ static int l_ringbuf(lua_State *L)
 	struct ring_args a;
 	struct bh_ringbuf *rb;
 
+	bh_map_check(L, 1);
 	lua_settop(L, 2);
 	ring_args(L, 1, 2, "ringbuf", &a); /* everything checked before anything exists */
 	lua_settop(L, 2);

@@ -24,9 +24,38 @@ struct ring_sample {
 	__s64 delta;
 };
 
+enum ring_color { RED = 1, GREEN = 2, BLUE = -3 };
+
+/* Every kind the codec knows, for comparing the decoders and the view. */
+struct ring_mixed {
+	__u8 b8;
+	__s16 s16;
+	__s32 s32;
+	__u64 big;          /* beyond 2^53: cdata */
+	__s64 neg;
+	_Bool yes;
+	enum ring_color color;
+	char name[12];
+	unsigned char raw[5];
+	__u16 grid[2][3];
+	struct {
+		__u32 x;
+		char tag[4];
+	} pts[2];
+	union {
+		__u32 word;
+		__u8 bytes[4];
+	};
+	__u32 lo : 3, mid : 13, hi : 16;
+	__s32 sbits : 7;
+	double ratio;
+	float f;
+};
+
 /* Keep the record types in BTF for obj:type (ring maps carry no value type). */
 const struct ring_event *unused_ring_event __attribute__((unused));
 const struct ring_sample *unused_ring_sample __attribute__((unused));
+const struct ring_mixed *unused_ring_mixed __attribute__((unused));
 
 BH_RINGBUF(ring, 1 << 20);     /* large: N records fit */
 BH_RINGBUF(small, 4096);       /* one page: overflows */
@@ -40,6 +69,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 64 * 1024);
 } echo SEC(".maps");           /* what echo_user read from the user ring */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} ring3 SEC(".maps");          /* struct ring_mixed records */           /* what echo_user read from the user ring */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
@@ -68,7 +102,7 @@ struct {
 	__type(value, __u64);
 } not_a_ring SEC(".maps");
 
-__u64 seq_ring, seq_ring2, seq_small, seq_perf, seq_var;
+__u64 seq_ring, seq_ring2, seq_small, seq_perf, seq_var, seq_mixed;
 
 static __always_inline void fill(struct ring_event *e, __u64 seq)
 {
@@ -158,6 +192,60 @@ int emit_perf(struct xdp_md *ctx)
 	fill(&e, __sync_fetch_and_add(&seq_perf, 1));
 	bpf_perf_event_output(ctx, &perf, BPF_F_CURRENT_CPU, &e, sizeof(e));
 	return XDP_PASS;
+}
+
+/* A ring_mixed whose every field moves with seq. */
+SEC("xdp")
+int emit_mixed(struct xdp_md *ctx)
+{
+	__u64 seq = __sync_fetch_and_add(&seq_mixed, 1);
+	struct ring_mixed *m = bpf_ringbuf_reserve(&ring3, sizeof(*m), 0);
+	int i, j;
+
+	if (!m)
+		return XDP_PASS;
+	__builtin_memset(m, 0, sizeof(*m));
+	m->b8 = (__u8)(200 + seq);
+	m->s16 = -(__s16)(1000 + seq);
+	m->s32 = -(__s32)(100000 * (seq + 1));
+	m->big = 0xfedcba9876543210ULL + seq;
+	m->neg = -(__s64)(seq + 1) * 1000000007LL;
+	m->yes = seq & 1;
+	m->color = seq % 3 == 0 ? RED : seq % 3 == 1 ? GREEN : BLUE;
+	__builtin_memcpy(m->name, "mixed-00", 8);
+	m->name[7] = '0' + (seq % 10);
+	for (i = 0; i < 5; i++)
+		m->raw[i] = (__u8)(seq + i * 50);
+	for (i = 0; i < 2; i++)
+		for (j = 0; j < 3; j++)
+			m->grid[i][j] = (__u16)(seq * 10 + i * 3 + j);
+	for (i = 0; i < 2; i++) {
+		m->pts[i].x = (__u32)(seq + i);
+		m->pts[i].tag[0] = 'p';
+		m->pts[i].tag[1] = '0' + i;
+	}
+	m->word = 0x04030201u + (__u32)seq;
+	m->lo = seq & 7;
+	m->mid = (seq * 37) & 0x1fff;
+	m->hi = 0xffff - (__u32)seq;
+	m->sbits = -(__s32)(seq % 64);
+	{
+		/* no floating point in BPF: the bits of 2.5 or -2.0, and of 1.5f */
+		__u64 d = seq & 1 ? 0x4004000000000000ULL : 0xc000000000000000ULL;
+		__u32 f = 0x3fc00000u;
+
+		__builtin_memcpy(&m->ratio, &d, 8);
+		__builtin_memcpy(&m->f, &f, 4);
+	}
+	bpf_ringbuf_submit(m, 0);
+	return XDP_PASS;
+}
+
+/* Attached by obj:attach() in the signal specs, so that a link exists. */
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int ring_tp_getppid(void *ctx)
+{
+	return 0;
 }
 
 static __always_inline void bump(__u32 k)

@@ -98,7 +98,12 @@ end
 
 -- Copied-out records decoded by a decoder generated for their type (see
 -- push_lua_decoder in ringbuf.c).
-function M.decoded(sh, fn, name, ct, dec, size)
+local function bad_size(name, len, tname, size)
+  error(("ringbuf '%s': a record of %d bytes does not match %s (%d bytes); " ..
+    "give no type for variable-size records"):format(name, len, tname, size), 0)
+end
+
+function M.decoded(sh, fn, name, ct, dec, size, tname)
   local buf = sh.buf
   local head, tail = sh.head, sh.tail
   local n = 0
@@ -107,24 +112,22 @@ function M.decoded(sh, fn, name, ct, dec, size)
     local rec = buf + head + 8
     head = head + 8 + band(len + 7, -8)
     sh.head = head
-    if len ~= size then
-      error(("ringbuf '%s': a record of %d bytes does not match its type (%d bytes); " ..
-        "give no type for variable-size records"):format(name, len, size), 0)
-    end
+    if len ~= size then bad_size(name, len, tname, size) end
     n = n + 1
     if fn(dec(cast(ct, rec)), name) == false or sh.stop ~= 0 then return n, true end
   end
   return n, false
 end
 
-local B53 = 9007199254740992ULL
-local NB53 = -9007199254740992LL
+-- As the codec: 64-bit integers within 2^53 are numbers, others stay cdata.
+local U53 = 9007199254740992ULL
+local S53, NS53 = 9007199254740992LL, -9007199254740992LL
 local function u64(v)
-  if v <= B53 then return tonumber(v) end
+  if v <= U53 then return tonumber(v) end
   return v
 end
 local function s64(v)
-  if v >= NB53 and v <= B53 then return tonumber(v) end
+  if v >= NS53 and v <= S53 then return tonumber(v) end
   return v
 end
 if not pcall(function() return ffi.C.strnlen end) then
@@ -145,13 +148,8 @@ function M.decoder(decl, src)
   return ct, chunk(u64, s64, chars, fstring)
 end
 
-local function bad_size(name, len, size, ct)
-  error(("ringbuf '%s': a record of %d bytes does not match the view's type (%d bytes)")
-    :format(name, len, size), 0)
-end
-
 -- Up to max records straight from the ring; n, stopped.
-function M.view(sh, ct, fn, name, max)
+function M.view(sh, ct, fn, name, max, tname)
   local cons = tonumber(sh.cons[0])
   local prod = tonumber(sh.prod[0])
   local data, mask, size = sh.data, tonumber(sh.mask), sh.size
@@ -163,7 +161,7 @@ function M.view(sh, ct, fn, name, max)
     local nxt = cons + band(band(len, LEN) + 15, -8)
     sh.pending = nxt
     if band(len, DISCARD) == 0 then
-      if band(len, LEN) ~= size then bad_size(name, band(len, LEN), size) end
+      if band(len, LEN) ~= size then bad_size(name, band(len, LEN), tname, size) end
       n = n + 1
       if fn(cast(ct, p + 8), name) == false or sh.stop ~= 0 then
         sh.cons[0] = nxt
@@ -178,7 +176,7 @@ end
 
 -- for rec, name in ring:records(ms): the record in hand is released (its
 -- space given back to the kernel) when the loop asks for the next one.
-function M.records(ring, shs, cts, names, n, wait, ms)
+function M.records(ring, shs, cts, names, tnames, n, wait, ms)
   local held
   local i = 1
   return function()
@@ -203,7 +201,7 @@ function M.records(ring, shs, cts, names, n, wait, ms)
           if band(len, DISCARD) == 0 then
             if band(len, LEN) ~= sh.size then
               sh.cons[0] = nxt
-              bad_size(names[j], band(len, LEN), sh.size)
+              bad_size(names[j], band(len, LEN), tnames[j], sh.size)
             end
             sh.in_view = 1
             held = sh
