@@ -15,7 +15,7 @@ describe("object", function()
 
     it("open rejects a non-string path and unknown options", function()
       assert.matches("bad argument #1", h.raises(bpf.open, 42 and {} or nil))
-      assert.equal("open: unknown option 'pinroot' (known: pin_root, name, btf_custom_path, kconfig)",
+      assert.equal("open: unknown option 'pinroot' (known: pin_root, name, btf_custom_path, kconfig, log_size)",
         h.raises(bpf.open, h.obj("test_maps"), {pinroot = "/x"}))
     end)
 

@@ -49,5 +49,59 @@ function h.links_for(progname)
   return n
 end
 
+-- This process's pid (the tgid BPF programs see).
+function h.pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = tonumber(f:read("*l"):match("^(%d+)"))
+  f:close()
+  return pid
+end
+
+-- A network namespace with a veth pair: host_if (here, host_ip) <-> peer_if
+-- (in the namespace, peer_ip). env.udp_to_host(port, n) sends n UDP datagrams
+-- from the namespace to host_ip; env.udp_to_peer the other way. env.close()
+-- removes the namespace and both ends.
+local netns_n = 0
+function h.netns()
+  -- names and subnet from the pid: specs of concurrent runs do not collide
+  local pid = h.pid()
+  netns_n = netns_n + 1
+  local r = pid .. "x" .. netns_n
+  local env = {ns = "bhns" .. r, host_if = "bhh" .. r, peer_if = "bhp" .. r}
+  local net = ("10.%d.%d."):format(200 + pid % 50, (math.floor(pid / 50) + netns_n) % 250)
+  env.host_ip, env.peer_ip = net .. "1", net .. "2"
+  local _, st = h.sh(("ip netns add %s && ip link add %s type veth peer name %s && " ..
+    "ip link set %s netns %s && ip addr add %s/24 dev %s && ip link set %s up && " ..
+    "ip -n %s addr add %s/24 dev %s && ip -n %s link set %s up && ip -n %s link set lo up")
+    :format(env.ns, env.host_if, env.peer_if, env.peer_if, env.ns, env.host_ip, env.host_if,
+      env.host_if, env.ns, env.peer_ip, env.peer_if, env.ns, env.peer_if, env.ns))
+  function env.close()
+    h.sh(("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null"):format(env.ns, env.host_if))
+  end
+  if st ~= 0 then env.close(); error("could not make a netns with a veth pair") end
+  function env.udp_to_host(port, n)
+    h.sh(("ip netns exec %s bash -c 'for i in $(seq %d); do echo x > /dev/udp/%s/%d; done' 2>/dev/null")
+      :format(env.ns, n or 1, env.host_ip, port))
+  end
+  function env.udp_to_peer(port, n)
+    h.sh(("bash -c 'for i in $(seq %d); do echo x > /dev/udp/%s/%d; done' 2>/dev/null")
+      :format(n or 1, env.peer_ip, port))
+  end
+  return env
+end
+
+-- A cgroup v2 directory; cg.run(cmd) runs a shell command inside it; cg.close() removes it.
+function h.cgroup()
+  local root = h.sh("mount -t cgroup2 | awk 'NR == 1 { print $3 }'"):match("%S+")
+  assert(root, "no cgroup v2 mount")
+  local cg = {path = ("%s/bhspec-%d-%d"):format(root, h.pid(), math.random(1, 1e9))}
+  assert(select(2, h.sh("mkdir " .. cg.path)) == 0)
+  function cg.run(cmd)
+    return h.sh(("bash -c 'echo $$ > %s/cgroup.procs && %s'"):format(cg.path, cmd))
+  end
+  function cg.close() h.sh("rmdir " .. cg.path .. " 2>/dev/null") end
+  return cg
+end
+
 math.randomseed(os.time())
 return h
