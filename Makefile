@@ -31,9 +31,9 @@ LUAJIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags luajit 2>/dev/null)
 LUAJIT_LIBS   := $(shell $(PKG_CONFIG) --libs luajit 2>/dev/null)
 LIBBPF_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbpf 2>/dev/null)
 LIBBPF_LIBS   := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null)
-# The exporter's HTTP side (bindings/exporter.c).
+# The exporter's HTTP side (bindings/exporter.c): its header only, since
+# exporter.c opens the library with dlopen when the first exporter starts.
 MHD_CFLAGS    := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
-MHD_LIBS      := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null)
 # The REPL's line editor: libedit, opened with dlopen when the REPL starts
 # (so one-shot runs do not load it); READLINE=1 links GNU readline instead.
 READLINE ?= 0
@@ -141,11 +141,11 @@ $(O)/host/%.o: host/%.c | $(O)/host
 # The module never links libluajit: the interpreter that loads it provides it.
 $(MODULE): $(BINDINGS_OBJ) | $(O)/lib
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) $(MHD_LIBS) -lelf -lz
+	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) -lelf -lz
 
 $(HOST): $(HOST_OBJ) $(BINDINGS_OBJ) | $(O)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) $(MHD_LIBS) -lelf -lz $(LIBEDIT_LIBS) -lm -ldl
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) -lelf -lz $(LIBEDIT_LIBS) -lm -ldl
 
 ifeq ($(GEN_VMLINUX),1)
 $(VMLINUX_H): | $(O)

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
 #include <microhttpd.h>
 
 #include "bh.h"
@@ -73,6 +74,71 @@ struct bh_exporter {
 	char host[48];
 	int port;
 };
+
+/*
+ * libmicrohttpd is opened with dlopen at the first bpf.exporter(), not
+ * linked: it brings GnuTLS along, and loading that costs every bpfhost
+ * start-up about 3 ms that only an exporter needs.
+ */
+static struct {
+	int loaded;
+	struct MHD_Daemon *(*start_daemon)(unsigned int flags, uint16_t port,
+					   MHD_AcceptPolicyCallback apc, void *apc_cls,
+					   MHD_AccessHandlerCallback dh, void *dh_cls, ...);
+	void (*stop_daemon)(struct MHD_Daemon *d);
+	enum MHD_Result (*run)(struct MHD_Daemon *d);
+	enum MHD_Result (*get_timeout)(struct MHD_Daemon *d, MHD_UNSIGNED_LONG_LONG *t);
+	const union MHD_DaemonInfo *(*get_daemon_info)(struct MHD_Daemon *d,
+						       enum MHD_DaemonInfoType type, ...);
+	void (*suspend_connection)(struct MHD_Connection *c);
+	void (*resume_connection)(struct MHD_Connection *c);
+	enum MHD_Result (*queue_response)(struct MHD_Connection *c, unsigned int status,
+					  struct MHD_Response *r);
+	struct MHD_Response *(*create_response_from_buffer)(size_t size, void *buf,
+							    enum MHD_ResponseMemoryMode mode);
+	struct MHD_Response *(*create_response_from_buffer_with_free_callback_cls)(
+		size_t size, const void *buf, MHD_ContentReaderFreeCallback crfc,
+		void *crfc_cls);
+	enum MHD_Result (*add_response_header)(struct MHD_Response *r, const char *h,
+					       const char *v);
+	void (*destroy_response)(struct MHD_Response *r);
+} mhd;
+
+/* NULL, or why libmicrohttpd cannot be used. */
+static const char *mhd_load(void)
+{
+	static const char *const sonames[] = { "libmicrohttpd.so.12", "libmicrohttpd.so", NULL };
+	void *h = NULL;
+	int i;
+
+	if (mhd.loaded)
+		return NULL;
+	for (i = 0; !h && sonames[i]; i++)
+		h = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return "libmicrohttpd is not installed (Debian: libmicrohttpd12)";
+#define SYM(f)                                                   \
+	do {                                                     \
+		*(void **)&mhd.f = dlsym(h, "MHD_" #f);          \
+		if (!mhd.f)                                      \
+			return "libmicrohttpd lacks MHD_" #f;    \
+	} while (0)
+	SYM(start_daemon);
+	SYM(stop_daemon);
+	SYM(run);
+	SYM(get_timeout);
+	SYM(get_daemon_info);
+	SYM(suspend_connection);
+	SYM(resume_connection);
+	SYM(queue_response);
+	SYM(create_response_from_buffer);
+	SYM(create_response_from_buffer_with_free_callback_cls);
+	SYM(add_response_header);
+	SYM(destroy_response);
+#undef SYM
+	mhd.loaded = 1;
+	return NULL;
+}
 
 /* Marks a connection whose response was queued on the handler's first call. */
 static char req_answered;
@@ -118,11 +184,11 @@ static struct MHD_Response *resp_from_body(struct body *b, const char *ctype)
 {
 	struct MHD_Response *r;
 
-	r = MHD_create_response_from_buffer_with_free_callback_cls(b->len, b->data, body_unref, b);
+	r = mhd.create_response_from_buffer_with_free_callback_cls(b->len, b->data, body_unref, b);
 	if (!r)
 		return NULL;
 	b->refs++;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	return r;
 }
 
@@ -132,14 +198,14 @@ static enum MHD_Result respond_static(struct MHD_Connection *conn, unsigned stat
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
-	r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+	r = mhd.create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
 	if (!r)
 		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	if (allow)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
+		mhd.add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = mhd.queue_response(conn, status, r);
+	mhd.destroy_response(r);
 	return ret;
 }
 
@@ -198,11 +264,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		r->state = REQ_WAIT;
 		r->next = ex->pending;
 		ex->pending = r;
-		MHD_suspend_connection(conn);
+		mhd.suspend_connection(conn);
 		return MHD_YES;
 	case REQ_READY:
-		ret = MHD_queue_response(conn, r->status, r->resp);
-		MHD_destroy_response(r->resp);
+		ret = mhd.queue_response(conn, r->status, r->resp);
+		mhd.destroy_response(r->resp);
 		r->resp = NULL;
 		r->state = REQ_DONE;
 		return ret;
@@ -229,7 +295,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		}
 	}
 	if (r->resp)
-		MHD_destroy_response(r->resp);
+		mhd.destroy_response(r->resp);
 	free(r);
 	*con_cls = NULL;
 }
@@ -252,13 +318,13 @@ static void answer_pending(struct bh_exporter *ex, struct body *b, unsigned stat
 		r->resp = b ? resp_from_body(b, ctype) : NULL;
 		r->status = status;
 		if (!r->resp) {
-			r->resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+			r->resp = mhd.create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
 			r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
 		}
 		if (status == MHD_HTTP_OK)
 			ex->scrapes++;
 		r->state = REQ_READY;
-		MHD_resume_connection(r->conn);
+		mhd.resume_connection(r->conn);
 	}
 }
 
@@ -342,13 +408,13 @@ static int exporter_step(lua_State *L, struct bh_exporter *ex, int exidx)
 {
 	int round;
 
-	MHD_run(ex->d);
+	mhd.run(ex->d);
 	for (round = 0; ex->pending && round < 4; round++) {
 		if (render_pending(L, ex, exidx)) {
-			MHD_run(ex->d);
+			mhd.run(ex->d);
 			return -1;
 		}
-		MHD_run(ex->d);
+		mhd.run(ex->d);
 	}
 	return 0;
 }
@@ -360,7 +426,7 @@ static long long exporter_timeout(struct bh_exporter *ex)
 
 	if (ex->pending)
 		return 0;
-	if (MHD_get_timeout(ex->d, &t) == MHD_YES)
+	if (mhd.get_timeout(ex->d, &t) == MHD_YES)
 		return t > (MHD_UNSIGNED_LONG_LONG)INT32_MAX ? INT32_MAX : (long long)t;
 	return -1;
 }
@@ -381,11 +447,11 @@ static void exporter_stop(struct bh_exporter *ex)
 
 		answer_pending(ex, b, MHD_HTTP_SERVICE_UNAVAILABLE, CT_TEXT);
 		body_unref(b);
-		MHD_run(d);
+		mhd.run(d);
 	}
 	ex->d = NULL;
 	ex->epfd = -1;
-	MHD_stop_daemon(d); /* closes the listening socket too */
+	mhd.stop_daemon(d); /* closes the listening socket too */
 	body_unref(ex->cached);
 	ex->cached = NULL;
 }
@@ -598,7 +664,7 @@ static int exporter_stats(lua_State *L)
 	lua_setfield(L, -2, "scrapes");
 	lua_pushnumber(L, ex->last_render);
 	lua_setfield(L, -2, "render_seconds");
-	di = MHD_get_daemon_info(ex->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	di = mhd.get_daemon_info(ex->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	lua_pushnumber(L, di ? (lua_Number)di->num_connections : 0);
 	lua_setfield(L, -2, "connections");
 	return 1;
@@ -699,6 +765,7 @@ static int l_exporter(lua_State *L)
 	struct bh_exporter *ex;
 	const union MHD_DaemonInfo *di;
 	char host[48], where[80];
+	const char *why;
 	int fd, one = 1, err, v6;
 
 	lua_settop(L, 1);
@@ -725,6 +792,9 @@ static int l_exporter(lua_State *L)
 	mem_limit = (size_t)opt_num(L, 1, "memory_limit", 32768, 4096, 16 << 20, 1);
 	cache = opt_num(L, 1, "cache", 0, 0, 86400, 0);
 	v6 = ss.ss_family == AF_INET6;
+	why = mhd_load();
+	if (why)
+		bh_fail_msg(L, "exporter", NULL, NULL, ENOENT, why, NULL, NULL);
 
 	ex = bh_newud(L, sizeof(*ex));
 	memset(ex, 0, sizeof(*ex));
@@ -759,7 +829,7 @@ static int l_exporter(lua_State *L)
 	snprintf(where, sizeof(where), v6 ? "[%s]:%d" : "%s:%d", host, ex->port);
 	snprintf(ex->addr, sizeof(ex->addr), "%s", where);
 
-	ex->d = MHD_start_daemon(
+	ex->d = mhd.start_daemon(
 		MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
 		on_request, ex, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, ip_limit, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
@@ -770,7 +840,7 @@ static int l_exporter(lua_State *L)
 		bh_fail_msg(L, "exporter", "listen", ex->addr, EINVAL, "libmicrohttpd did not start",
 			    NULL, NULL);
 	}
-	di = MHD_get_daemon_info(ex->d, MHD_DAEMON_INFO_EPOLL_FD);
+	di = mhd.get_daemon_info(ex->d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (!di || di->epoll_fd < 0) {
 		exporter_stop(ex);
 		bh_fail_msg(L, "exporter", "listen", ex->addr, ENOTSUP,
