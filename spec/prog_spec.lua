@@ -443,6 +443,32 @@ describe("load failures", function()
       end
     end)
 
+    it("without CAP_BPF, or without CAP_PERFMON for a tracing program, the hint says which is missing", function()
+      local code = ([[package.cpath = %q .. package.cpath
+        local bpf = require "bpfhost"
+        local o = bpf.open(%q)
+        local ok, e = pcall(o.load, o)
+        io.write(e.code, "\n", e.hint, "\n")]]):format(h.build .. "/lib/?.so;", h.obj("test_prog"))
+      local f = assert(io.open(("/tmp/bh-progspec-%d.lua"):format(h.pid()), "w"))
+      f:write(code)
+      f:close()
+      local out = h.sh(("cd /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups luajit /tmp/bh-progspec-%d.lua 2>&1"):format(h.pid()))
+      assert.equal("EPERM\nneeds root, or CAP_BPF and CAP_PERFMON (missing: CAP_BPF)\n", out)
+      out = h.sh(("cd /tmp && capsh --drop=cap_perfmon,cap_sys_admin -- -c 'luajit /tmp/bh-progspec-%d.lua' 2>&1"):format(h.pid()))
+      assert.equal("EPERM\nneeds root, or CAP_BPF and CAP_PERFMON (missing: CAP_PERFMON)\n", out)
+      os.remove(("/tmp/bh-progspec-%d.lua"):format(h.pid()))
+    end)
+
+    it("libbpf stays quiet unless bpfhost -d", function()
+      local code = ("bpf.load(%q):close()"):format(h.obj("test_net"))
+      local out, status = h.sh(("%s -e %q 2>&1"):format(h.host, code))
+      assert.equal(0, status)
+      assert.equal("", out)
+      out, status = h.sh(("%s -d -e %q 2>&1"):format(h.host, code))
+      assert.equal(0, status)
+      assert.matches("libbpf: loading object from " .. h.obj("test_net"):gsub("%p", "%%%0"), out)
+    end)
+
     it("a failure outside any program says what libbpf said", function()
       local o = bpf.open(h.obj("test_net"))
       o:get_map("counts"):set_type("hash") -- a per-CPU array turned into a hash of...
