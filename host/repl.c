@@ -701,6 +701,7 @@ static int load_input(lua_State *L, const char *code)
 	return LOAD_ERR;
 }
 
+/* (helper, source, results...) -> helper.show(width, source, results...) */
 static int pcall_show(lua_State *L)
 {
 	int n = lua_gettop(L) - 1;
@@ -713,8 +714,11 @@ static int pcall_show(lua_State *L)
 	return 1;
 }
 
-/* Print the results above base through bpfhost.repl's show (pp), or tostring. */
-static void print_results(lua_State *L, int base)
+/*
+ * Print the results above base through bpfhost.repl's show (pp), or
+ * tostring. src is the statement, which tells show what a m:dump() came from.
+ */
+static void print_results(lua_State *L, int base, const char *src)
 {
 	int n = lua_gettop(L) - base, i;
 
@@ -723,9 +727,10 @@ static void print_results(lua_State *L, int base)
 	if (helper_idx) {
 		lua_pushcfunction(L, pcall_show);
 		lua_pushvalue(L, helper_idx);
+		lua_pushstring(L, src);
 		for (i = 1; i <= n; i++)
 			lua_pushvalue(L, base + i);
-		if (lua_pcall(L, n + 1, 1, 0) == 0) {
+		if (lua_pcall(L, n + 2, 1, 0) == 0) {
 			if (lua_isstring(L, -1)) {
 				fputs(lua_tostring(L, -1), stdout);
 				fputc('\n', stdout);
@@ -874,22 +879,23 @@ int host_repl(lua_State *L)
 			continue;
 		ed_ops->add(acc);
 		ed_ops->save(hist);
-		free(acc);
-		acc = NULL;
 		if (loaded == LOAD_ERR) {
 			host_report(L, 1);
 			lua_settop(L, base);
-			continue;
-		}
-		status = host_docall(L, 0, LUA_MULTRET);
-		fflush(stdout); /* what the statement printed comes before its error */
-		if (status) {
-			report_error(L, bh_interrupted != 0);
-			lua_settop(L, base);
 		} else {
-			print_results(L, base);
+			int rc = host_docall(L, 0, LUA_MULTRET);
+
+			fflush(stdout); /* what the statement printed comes before its error */
+			if (rc) {
+				report_error(L, bh_interrupted != 0);
+				lua_settop(L, base);
+			} else {
+				print_results(L, base, acc);
+			}
+			host_sig_clear(L);
 		}
-		host_sig_clear(L);
+		free(acc);
+		acc = NULL;
 	}
 	free(acc);
 	ed_ops->close();

@@ -2,7 +2,7 @@
 --
 -- complete(text) -> word, candidates[, display]: text is the line up to the
 -- cursor; word is its tail being completed, each candidate replaces it.
--- show(width, ...) -> the string that prints the results of a statement.
+-- show(width, source, ...) -> the string that prints the results of a statement.
 -- help([x]) prints the API, or what x is and what it does.
 local M = ...
 
@@ -278,13 +278,25 @@ end
 -- ---------------------------------------------------------------------------
 -- Results
 
-function R.show(width, ...)
+-- A dump knows nothing of its map; when the statement was `m:dump()`, the
+-- map gives the struct fields their declared order and per-CPU values their
+-- columns.
+local function dump_of(src, v)
+  if mtname(v) ~= "bpfhost.dump" or type(src) ~= "string" then return nil end
+  local chain = src:match("^%s*=?%s*([%a_][%w_%.]*)%s*:%s*dump%s*%(%s*%)%s*;?%s*$")
+  local m = chain and resolve(chain)
+  return mtname(m) == "bpfhost.map" and m or nil
+end
+
+function R.show(width, src, ...)
   local n = select("#", ...)
   if n == 0 then return nil end
   local parts, multi = {}, false
   local opts = { width = width and width > 20 and width or 80 }
   for i = 1, n do
-    local s = pp.format((select(i, ...)), opts)
+    local v = (select(i, ...))
+    local m = n == 1 and dump_of(src, v)
+    local s = m and pp.dump(v, { map = m }, opts) or pp.format(v, opts)
     parts[i] = s
     if s:find("\n", 1, true) then multi = true end
   end
