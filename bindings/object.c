@@ -225,12 +225,26 @@ static int l_open_mem(lua_State *L)
 /* ------------------------------------------------------------------------ */
 /* -- Load, and what a failed load says ----------------------------------- */
 
+static int reset_map_pcall(lua_State *L)
+{
+	bh_map_reset(L, 1);
+	return 0;
+}
+
+/*
+ * Tell the map handles made so far that the object loaded or closed. A handle
+ * that cannot get ready (its types do not compile, say) must not fail the
+ * load that already happened: it stays unready and says why when used.
+ */
 static void reset_maps(lua_State *L, int idx)
 {
 	object_uvfield(L, idx, "maps");
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
-		bh_map_reset(L, lua_gettop(L));
+		lua_pushcfunction(L, reset_map_pcall);
+		lua_pushvalue(L, -2);
+		if (lua_pcall(L, 1, 0, 0))
+			lua_pop(L, 1);
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
