@@ -41,7 +41,8 @@ describe("module", function()
     end
     for name, letter in pairs{["bpfhost.object"] = "obj:", ["bpfhost.map"] = "m:",
         ["bpfhost.prog"] = "p:", ["bpfhost.link"] = "link:", ["bpfhost.type"] = "T:",
-        ["bpfhost.exporter"] = "ex:"} do
+        ["bpfhost.exporter"] = "ex:", ["bpfhost.ringbuf"] = "ring:", ["bpfhost.perfbuf"] = "perf:",
+        ["bpfhost.user_ringbuf"] = "up:"} do
       check(letter, methods(reg[name]))
     end
     table.sort(missing)
