@@ -15,6 +15,8 @@
 #include "bh.h"
 
 #define BH_GLOBALS_MT "bpfhost.globals"
+#define UV_PARENT 1
+#define UV_TYPES  2
 
 struct gvar {
 	const char *name;      /* in the object's BTF: valid while the object is open */
@@ -116,9 +118,20 @@ static struct bh_globals *globals_checkraw(lua_State *L, int idx)
 	return bh_checkud(L, idx, BH_GLOBALS_MT);
 }
 
+/*
+ * The metamethods get the metatable as upvalue 1: recognising the handle is
+ * one pointer comparison, not a lookup by name.
+ */
 static struct bh_globals *globals_check(lua_State *L, int idx, const char *op)
 {
-	struct bh_globals *g = globals_checkraw(L, idx);
+	struct bh_globals *g = lua_touserdata(L, idx);
+
+	if (unlikely(!g || !lua_getmetatable(L, idx)))
+		g = globals_checkraw(L, idx);
+	else if (unlikely(!lua_rawequal(L, -1, lua_upvalueindex(1))))
+		g = globals_checkraw(L, idx);
+	else
+		lua_pop(L, 1);
 
 	if (!g->parent || !g->parent->obj)
 		gerror(L, "%s %s: its object is closed", op, g->section);
@@ -179,13 +192,12 @@ void bh_globals_push(lua_State *L, int objidx, const char *section, const char *
 	idx = lua_gettop(L);
 	luaL_getmetatable(L, BH_GLOBALS_MT);
 	lua_setmetatable(L, idx);
-	lua_createtable(L, 0, 3);
+	/* uservalue: [1] the object, [2] position -> Type, and name -> position */
+	lua_createtable(L, 2, (int)n);
 	lua_pushvalue(L, objidx);
-	lua_setfield(L, -2, "parent");
-	lua_createtable(L, 0, (int)n);
-	lua_setfield(L, -2, "index"); /* name -> position in vars */
+	lua_rawseti(L, -2, UV_PARENT);
 	lua_newtable(L);
-	lua_setfield(L, -2, "types"); /* position -> Type */
+	lua_rawseti(L, -2, UV_TYPES);
 	bh_setuv(L, idx);
 	snprintf(g->section, sizeof(g->section), "%s", section);
 	g->map = map;
@@ -195,7 +207,6 @@ void bh_globals_push(lua_State *L, int objidx, const char *section, const char *
 		gerror(L, "%s %s: out of memory", op, section);
 
 	bh_getuv(L, idx);
-	lua_getfield(L, -1, "index");
 	vsi = btf_var_secinfos(sec);
 	for (i = 0; i < n; i++, vsi++) {
 		const struct btf_type *v = btf__type_by_id(btf, vsi->type);
@@ -212,7 +223,7 @@ void bh_globals_push(lua_State *L, int objidx, const char *section, const char *
 		lua_setfield(L, -2, btf__name_by_offset(btf, v->name_off));
 		g->nvars++;
 	}
-	lua_pop(L, 2);
+	lua_pop(L, 1);
 	g->scratch = malloc(g->maxsize ? g->maxsize : 1);
 	if (!g->scratch)
 		gerror(L, "%s %s: out of memory", op, section);
@@ -247,7 +258,7 @@ static struct gvar *var_ready(lua_State *L, int idx, struct bh_globals *g, uint3
 
 	if (!v->t) {
 		bh_getuv(L, idx);
-		lua_getfield(L, -1, "types");
+		lua_rawgeti(L, -1, UV_TYPES);
 		v->t = bh_type_new(L, bpf_object__btf(g->parent->obj), v->type_id);
 		lua_rawseti(L, -2, (int)i + 1);
 		lua_pop(L, 2);
@@ -267,7 +278,6 @@ static struct gvar *find_var(lua_State *L, int idx, struct bh_globals *g, int ki
 		gerror(L, "%s %s: variable names are strings, got %s", op, g->section,
 			   luaL_typename(L, kidx));
 	bh_getuv(L, idx);
-	lua_getfield(L, -1, "index");
 	lua_pushvalue(L, kidx);
 	lua_rawget(L, -2);
 	if (lua_isnil(L, -1)) {
@@ -276,7 +286,9 @@ static struct gvar *find_var(lua_State *L, int idx, struct bh_globals *g, int ki
 			   lua_tostring(L, kidx), lua_tostring(L, -1));
 	}
 	i = lua_tointeger(L, -1);
-	lua_pop(L, 3);
+	lua_pop(L, 2);
+	if (likely(g->vars[i].t))
+		return &g->vars[i];
 	return var_ready(L, idx, g, (uint32_t)i, op);
 }
 
@@ -292,7 +304,7 @@ static unsigned char *section_base(lua_State *L, int idx, struct bh_globals *g, 
 
 	if (g->parent->loaded && !g->live) {
 		bh_getuv(L, idx);
-		lua_getfield(L, -1, "parent");
+		lua_rawgeti(L, -1, UV_PARENT);
 		bh_getuv(L, -1);
 		lua_getfield(L, -1, "live");
 		lua_getfield(L, -1, bpf_map__name(g->map));
@@ -305,13 +317,26 @@ static unsigned char *section_base(lua_State *L, int idx, struct bh_globals *g, 
 	return (unsigned char *)(uintptr_t)p;
 }
 
+/* A codec context without zeroing its path stack (only depth entries are read). */
+static inline void cctx(struct bh_cctx *c, lua_State *L, const char *op, const char *sec,
+			const char *name)
+{
+	c->L = L;
+	c->op = op;
+	c->what = sec;
+	c->name = name;
+	c->root = "value";
+	c->depth = 0;
+}
+
 /* Push the value of variable v. */
 static void read_var(lua_State *L, int idx, struct bh_globals *g, struct gvar *v, const char *name)
 {
-	struct bh_cctx c = { L, "get", g->section, name, "value", 0, { { 0 } } };
+	struct bh_cctx c;
 	size_t size = 0;
 	unsigned char *base = section_base(L, idx, g, &size);
 
+	cctx(&c, L, "get", g->section, name);
 	if (!base) {
 		unsigned char *all = lua_newuserdata(L, bpf_map__value_size(g->map));
 		uint32_t zero = 0;
@@ -369,10 +394,11 @@ static int globals_newindex(lua_State *L)
 	struct bh_globals *g = globals_check(L, 1, "set");
 	struct gvar *v = find_var(L, 1, g, 2, "set");
 	const char *name = lua_tostring(L, 2);
-	struct bh_cctx c = { L, "set", g->section, name, "value", 0, { { 0 } } };
+	struct bh_cctx c;
 	size_t size = 0;
 	unsigned char *base;
 
+	cctx(&c, L, "set", g->section, name);
 	if (g->rdonly && g->parent->loaded)
 		gerror(L, "set %s '%s': the object is loaded; %s is read-only after load (set it "
 			   "before obj:load())", g->section, name, g->section);
@@ -467,5 +493,7 @@ static const luaL_Reg globals_meta[] = {
 void bh_globals_init(lua_State *L)
 {
 	bh_newmetatable(L, BH_GLOBALS_MT, globals_meta, NULL);
+	lua_pushvalue(L, -1);
+	bh_setfuncs(L, globals_meta, 1); /* again, with the metatable as upvalue */
 	lua_pop(L, 1);
 }
