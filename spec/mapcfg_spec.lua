@@ -23,7 +23,6 @@ describe("map settings before load", function()
       assert.equal(2, m.flags)
       m:set_flags(0)
       assert.equal(0, m.flags)
-      assert.equal(m, m:set_pin_path("/sys/fs/bpf/x"))
       assert.equal(m, m:set_pin_path(nil))
     end)
 
