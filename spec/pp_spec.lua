@@ -120,6 +120,24 @@ describe("pp", function()
       assert.equal("{ custom! }", pp.format({ t }))
     end)
 
+    it("never runs into a value's own code: raising metamethods do not stop it", function()
+      local bad = setmetatable({}, { __tostring = function() error("no") end,
+        __index = function() error("no") end })
+      assert.equal("{}", pp.format(bad))
+      local s = pp.format({ [bad] = 1, [setmetatable({}, getmetatable(bad))] = 2, x = 3 })
+      assert.matches("x = 3", s)
+      assert.matches("^{ x = 3, %[{}%] = %d, %[{}%] = %d }$", s)
+      local weird = setmetatable({}, { __tostring = function() return 42 end })
+      assert.equal("{}", pp.format(weird))
+    end)
+
+    it("says so when a list is empty, and counts in the singular for one", function()
+      assert.equal("no maps", pp.maps({}))
+      assert.equal("no links", pp.links({}))
+      local one = pp.programs({ { id = 3, type = "xdp", name = "x", tag = "5c61c9857c476ac5", map_ids = { 4, 5 } } })
+      assert.equal("id  type  name  tag               map_ids\n 3  xdp   x     5c61c9857c476ac5  4,5\n1 program", one)
+    end)
+
     it("reads the fields of a struct from a Type's declaration, anonymous members flattened", function()
       local T = bpf.kernel_type("struct file_ra_state")
       assert.same({ "start", "size", "async_size", "ra_pages", "order", "mmap_miss", "prev_pos" },

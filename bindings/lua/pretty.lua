@@ -142,7 +142,8 @@ function scalar(v, top)
   if t == "number" then return number(v) end
   if t == "cdata" then return cdata(v) end
   if t == "userdata" then return handle(v, top) end
-  return tostring(v)
+  local ok, str = pcall(tostring, v)
+  return ok and type(str) == "string" and str or ("(" .. t .. ")")
 end
 
 -- ---------------------------------------------------------------------------
@@ -208,9 +209,11 @@ local function keyless(a, b)
   return tostring(a) < tostring(b)
 end
 
+local cell -- forward: a value on one line
+
 local function keystr(k)
   if type(k) == "string" and k:match("^[%a_][%w_]*$") and not keywords[k] then return k end
-  return "[" .. scalar(k) .. "]"
+  return "[" .. cell(k) .. "]"
 end
 
 local columns -- forward: aligned columns for dumps and info lists
@@ -236,7 +239,7 @@ local function tbl(v, st, indent, col)
       keys[#keys + 1] = k
     end
   end
-  sort(keys, keyless)
+  pcall(sort, keys, keyless) -- a key's __tostring may raise: then unsorted
   local items, total, short = {}, n + #keys, true
   local limit = st.items
   for i = 1, n do
@@ -282,7 +285,7 @@ local function any(v, st, indent, col)
 end
 
 -- One cell of a column: scalars as usual, tables on one line.
-local function cell(v, st)
+function cell(v)
   if type(v) ~= "table" then return scalar(v) end
   local sub = { path = {}, level = 0, depth = 3, items = 16, width = huge, fmt = any }
   return (tbl(v, sub, 0, 0):gsub("\n%s*", " "))
@@ -345,7 +348,7 @@ local function entry_order(a, b)
     return ka < kb
   end
   if type(ka) == "cdata" and type(kb) == "cdata" then return ka < kb end
-  return keyless(cell(ka, {}), cell(kb, {}))
+  return keyless(cell(ka), cell(kb))
 end
 
 -- Field names for the cells of a key or value: the Type's order, else sorted.
@@ -422,26 +425,26 @@ local function dump(entries, info, st)
   for i = 1, shown do
     local e, r = list[i], {}
     if kf then
-      for _, f in ipairs(kf) do r[#r + 1] = cell(type(e.key) == "table" and e.key[f], st) end
+      for _, f in ipairs(kf) do r[#r + 1] = cell(type(e.key) == "table" and e.key[f]) end
     else
-      r[1] = cell(e.key, st)
+      r[1] = cell(e.key)
     end
     local v = e.value
     if ncpu and type(v) == "table" then
       local s = sum(v)
       if vf then
-        for _, f in ipairs(vf) do r[#r + 1] = cell(type(s) == "table" and s[f], st) end
+        for _, f in ipairs(vf) do r[#r + 1] = cell(type(s) == "table" and s[f]) end
       elseif ncpu <= 8 then
-        for c = 1, ncpu do r[#r + 1] = cell(v[c], st) end
-        r[#r + 1] = cell(s, st)
+        for c = 1, ncpu do r[#r + 1] = cell(v[c]) end
+        r[#r + 1] = cell(s)
       else
-        r[#r + 1] = cell(s, st)
-        r[#r + 1] = cell(v, st)
+        r[#r + 1] = cell(s)
+        r[#r + 1] = cell(v)
       end
     elseif vf then
-      for _, f in ipairs(vf) do r[#r + 1] = cell(type(v) == "table" and v[f], st) end
+      for _, f in ipairs(vf) do r[#r + 1] = cell(type(v) == "table" and v[f]) end
     else
-      r[#r + 1] = cell(v, st)
+      r[#r + 1] = cell(v)
     end
     rows[i] = r
   end
@@ -502,6 +505,7 @@ end
 local function str(v) return v == nil and "" or tostring(v) end
 
 function pp.maps(list)
+  if #list == 0 then return "no maps" end
   local rows = {}
   local sorted = {}
   for i, e in ipairs(list) do sorted[i] = e end
@@ -523,7 +527,7 @@ function pp.maps(list)
   local header = { "id", "type", "name", "key→value", "entries", "memlock", "pinned" }
   if not any_pin then header[7] = nil end
   if not any_mem and not any_pin then header[6] = nil end
-  return columns(header, rows, nil, fmt("%d maps", #rows))
+  return columns(header, rows, nil, fmt("%d map%s", #rows, #rows == 1 and "" or "s"))
 end
 
 local function generic(list, pref, what)
@@ -541,21 +545,30 @@ local function generic(list, pref, what)
     local r = {}
     for i, c in ipairs(cols) do
       local v = e[c]
-      r[i] = c == "pinned" and pins(v) or type(v) == "table" and cell(v, {}) or str(v)
+      if c == "pinned" then
+        r[i] = pins(v)
+      elseif type(v) == "table" and #v > 0 and type(v[1]) ~= "table" then
+        local parts = {}
+        for j, x in ipairs(v) do parts[j] = tostring(x) end
+        r[i] = concat(parts, ",")
+      else
+        r[i] = type(v) == "table" and cell(v) or str(v)
+      end
     end
     rows[#rows + 1] = r
   end
-  return columns(cols, rows, nil, fmt("%d %s", #rows, what))
+  if #rows == 0 then return "no " .. what .. "s" end
+  return columns(cols, rows, nil, fmt("%d %s%s", #rows, what, #rows == 1 and "" or "s"))
 end
 
 function pp.programs(list)
   return generic(list, { "id", "type", "name", "tag", "run_cnt", "run_time_ns",
-    "xlated_len", "jited_len", "memlock", "map_ids", "pinned" }, "programs")
+    "xlated_len", "jited_len", "memlock", "map_ids", "pinned" }, "program")
 end
 
 function pp.links(list)
   return generic(list, { "id", "type", "prog_id", "attach_type", "target", "ifindex",
-    "cgroup_id", "pinned" }, "links")
+    "cgroup_id", "pinned" }, "link")
 end
 
 local by_name = {

@@ -526,7 +526,7 @@ local function describe(x)
     return "the entries of a map, a list of {key =, value =} (m:dump()); printed as columns"
   elseif name == "bpfhost.maplist" or name == "bpfhost.proglist" or name == "bpfhost.linklist" then
     return "what the kernel holds, a list of info tables (bpf.maps(), bpf.programs(), bpf.links())"
-  elseif name == "bpfhost.error" or (t == "table" and x.op and x.message) then
+  elseif name == "bpfhost.error" or (t == "table" and rawget(x, "op") and rawget(x, "message")) then
     return "an error object: op, name, code, errno, message, hint, log"
   end
   if t == "table" then
