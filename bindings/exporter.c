@@ -1241,20 +1241,63 @@ static int d_ksym(lua_State *L)
 
 /* -- Label escaping -- */
 
+/* Length of the valid UTF-8 sequence at s[i] (n bytes in all), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t i, size_t n)
+{
+	unsigned char c = s[i];
+	size_t len = 0, j;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4;
+	if (!len || i + len > n)
+		return 0;
+	for (j = 1; j < len; j++)
+		if ((s[i + j] & 0xc0) != 0x80)
+			return 0;
+	/* overlongs, surrogates and beyond U+10FFFF */
+	if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) ||
+	    (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))
+		return 0;
+	return len;
+}
+
 /*
  * escape(s) -> s as a label value: \ " and newline escaped; bytes that are
  * not UTF-8 become U+FFFD (Prometheus refuses a scrape with invalid UTF-8).
+ * s itself when nothing changes, which is the common case: no allocation.
  */
 static int d_escape(lua_State *L)
 {
-	size_t n, i = 0;
+	size_t n, i = 0, len;
 	const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
 	luaL_Buffer b;
 
-	luaL_buffinit(L, &b);
 	while (i < n) {
 		unsigned char c = s[i];
-		size_t len = 0;
+
+		if (c == '\\' || c == '"' || c == '\n')
+			break;
+		if (c < 0x80) {
+			i++;
+		} else {
+			len = utf8_len(s, i, n);
+			if (!len)
+				break;
+			i += len;
+		}
+	}
+	if (i == n) {
+		lua_settop(L, 1);
+		return 1;
+	}
+	luaL_buffinit(L, &b);
+	luaL_addlstring(&b, (const char *)s, i);
+	while (i < n) {
+		unsigned char c = s[i];
 
 		if (c < 0x80) {
 			if (c == '\\')
@@ -1266,38 +1309,13 @@ static int d_escape(lua_State *L)
 			else
 				luaL_addchar(&b, (char)c);
 			i++;
-			continue;
+		} else if ((len = utf8_len(s, i, n))) {
+			luaL_addlstring(&b, (const char *)s + i, len);
+			i += len;
+		} else {
+			luaL_addstring(&b, "\xef\xbf\xbd");
+			i++;
 		}
-		if (c >= 0xc2 && c <= 0xdf)
-			len = 2;
-		else if (c >= 0xe0 && c <= 0xef)
-			len = 3;
-		else if (c >= 0xf0 && c <= 0xf4)
-			len = 4;
-		if (len && i + len <= n) {
-			size_t j;
-			int ok = 1;
-
-			for (j = 1; j < len; j++)
-				if ((s[i + j] & 0xc0) != 0x80)
-					ok = 0;
-			/* overlongs, surrogates and beyond U+10FFFF */
-			if (ok && c == 0xe0 && s[i + 1] < 0xa0)
-				ok = 0;
-			if (ok && c == 0xed && s[i + 1] > 0x9f)
-				ok = 0;
-			if (ok && c == 0xf0 && s[i + 1] < 0x90)
-				ok = 0;
-			if (ok && c == 0xf4 && s[i + 1] > 0x8f)
-				ok = 0;
-			if (ok) {
-				luaL_addlstring(&b, (const char *)s + i, len);
-				i += len;
-				continue;
-			}
-		}
-		luaL_addstring(&b, "\xef\xbf\xbd");
-		i++;
 	}
 	luaL_pushresult(&b);
 	return 1;

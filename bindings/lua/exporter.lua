@@ -42,7 +42,11 @@ end
 local function fmtnum(x)
   local t = type(x)
   if t == "number" then
-    if x == floor(x) and x > -9.2e18 and x < 9.2e18 then return format("%d", x) end
+    if x == floor(x) then
+      -- tostring prints integers below 1e14 as integers, and fast
+      if x < 1e14 and x > -1e14 then return tostring(x) end
+      if x > -9.2e18 and x < 9.2e18 then return format("%d", x) end
+    end
     if x ~= x then return "NaN" end
     if x == huge then return "+Inf" end
     if x == -huge then return "-Inf" end
@@ -79,11 +83,9 @@ end
 -- ---------------------------------------------------------------------------
 -- -- Label decoders ----------------------------------------------------------
 
-local esc = dec.escape
-local function escape(s)
-  if find(s, '[\\"\n\128-\255]') then return esc(s) end
-  return s
-end
+-- C: one pass, and the string itself back when nothing needs escaping
+-- (string.find with a class is not compiled by LuaJIT: slower per label).
+local escape = dec.escape
 
 local function as_string(v)
   local t = type(v)
@@ -310,7 +312,8 @@ local function check_labels(fn, m, opts, reserved, skip_field)
         argerr(fn, "map '%s' has a scalar key: it gives one label, not %d", m.name, #spec)
       end
     end
-    out[#out + 1] = { name = name, path = path, decode = dfn }
+    out[#out + 1] = { name = name, path = path, field = path and #path == 1 and path[1] or nil,
+      decode = dfn, pre = (#out == 0 and "" or '",') .. name .. '="' }
   end
   for k in pairs(spec) do
     if type(k) ~= "number" then
@@ -494,23 +497,37 @@ local function default_decode(v)
   return fmtnum(v)
 end
 
--- The inner label text of key k: 'a="x",b="y"' ('' without labels).
+-- Label i of key k, decoded and escaped.
+local function label_value(l, k, ctx)
+  local v
+  if l.field then v = k[l.field] elseif l.path then v = get_path(k, l.path) else v = k end
+  local s
+  if l.decode then s = l.decode(v, ctx) else s = default_decode(v) end
+  if s == nil then
+    error(format("exporter: label '%s' of %s: a %s is not a label value; give it a decoder",
+      l.name, ctx.metric, type(v)), 0)
+  end
+  return escape(s)
+end
+
+-- The inner label text of key k: 'a="x",b="y"' ('' without labels), made
+-- in one concatenation for up to three labels (the common cases).
 local function label_text(labels, k, ctx, buf)
   local n = #labels
   if n == 0 then return "" end
-  for i = 1, n do
-    local l = labels[i]
-    local v = l.path and get_path(k, l.path) or k
-    local s
-    if l.decode then s = l.decode(v, ctx) else s = default_decode(v) end
-    if s == nil then
-      error(format("exporter: label '%s' of %s: a %s is not a label value; give it a decoder",
-        l.name, ctx.metric, type(v)), 0)
-    end
-    buf[i] = l.name .. '="' .. escape(s) .. '"'
+  local l1 = labels[1]
+  if n == 1 then return l1.pre .. label_value(l1, k, ctx) .. '"' end
+  local l2 = labels[2]
+  if n == 2 then
+    return l1.pre .. label_value(l1, k, ctx) .. l2.pre .. label_value(l2, k, ctx) .. '"'
   end
-  if n == 1 then return buf[1] end
-  return concat(buf, ",", 1, n)
+  local l3 = labels[3]
+  if n == 3 then
+    return l1.pre .. label_value(l1, k, ctx) .. l2.pre .. label_value(l2, k, ctx) .. l3.pre
+      .. label_value(l3, k, ctx) .. '"'
+  end
+  for i = 1, n do buf[i] = labels[i].pre .. label_value(labels[i], k, ctx) end
+  return concat(buf, "", 1, n) .. '"'
 end
 
 -- The number a map value stands for (nil: skip the entry).
@@ -568,14 +585,19 @@ local function render_scalar(def, out, ctx)
     end
   end
   header(out, def)
-  local name = def.name
+  -- pieces, not lines: table.concat copies them once
+  local name, nameb = def.name, def.name .. "{"
+  local o = #out
   for i = 1, #order do
     local lbl = order[i]
     if lbl == "" then
-      out[#out + 1] = name .. " " .. fmtnum(acc[lbl]) .. "\n"
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = name, " ", fmtnum(acc[lbl]), "\n"
     else
-      out[#out + 1] = name .. "{" .. lbl .. "} " .. fmtnum(acc[lbl]) .. "\n"
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = nameb, lbl, "} ", fmtnum(acc[lbl])
+      out[o + 5] = "\n"
+      o = o + 1
     end
+    o = o + 4
   end
 end
 
@@ -629,26 +651,35 @@ local function render_histogram(def, out, ctx)
   end
   header(out, def)
   local name = def.name
-  local bnames = {}
-  for i = 0, seen do bnames[i] = fmtle(le(i) * scale) end
+  -- per slot: its bound (for the estimate) and 'le="..."} ' (pieces, not lines)
+  local bounds, lepart = {}, {}
+  for i = 0, seen do
+    bounds[i] = le(i)
+    lepart[i] = 'le="' .. fmtle(bounds[i] * scale) .. '"} '
+  end
+  local o = #out
   for i = 1, #order do
     local lbl = order[i]
     local g = groups[lbl]
-    local pre = lbl == "" and "{" or "{" .. lbl .. ","
+    local pre = lbl == "" and name .. "_bucket{" or name .. "_bucket{" .. lbl .. ","
     local cum, est, counts = 0, 0, g.counts
     local lo = 0
     for s = 0, seen do
-      local c = counts[s] or 0
-      cum = cum + c
-      local hi = le(s)
-      if c ~= 0 then est = est + c * (lo + hi) / 2 end
-      lo = hi
-      out[#out + 1] = name .. "_bucket" .. pre .. 'le="' .. bnames[s] .. '"} ' .. fmtnum(cum) .. "\n"
+      local c = counts[s]
+      if c then
+        cum = cum + c
+        est = est + c * (lo + bounds[s]) / 2
+      end
+      lo = bounds[s]
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = pre, lepart[s], fmtnum(cum), "\n"
+      o = o + 4
     end
     local tail = lbl == "" and " " or "{" .. lbl .. "} "
-    out[#out + 1] = name .. "_bucket" .. pre .. 'le="+Inf"} ' .. fmtnum(g.total) .. "\n"
-    out[#out + 1] = name .. "_sum" .. tail .. fmtnum(g.sum or est * scale) .. "\n"
-    out[#out + 1] = name .. "_count" .. tail .. fmtnum(g.total) .. "\n"
+    local total = fmtnum(g.total)
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = pre, 'le="+Inf"} ', total, "\n"
+    out[o + 5], out[o + 6], out[o + 7], out[o + 8] = name .. "_sum", tail, fmtnum(g.sum or est * scale), "\n"
+    out[o + 9], out[o + 10], out[o + 11], out[o + 12] = name .. "_count", tail, total, "\n"
+    o = o + 12
   end
 end
 
