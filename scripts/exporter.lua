@@ -37,10 +37,8 @@ io.write(("serving http://%s/metrics (maps: execs %d, syscall_lat %d, syscall_la
   :format(ex:address(), execs.id, lat.id, lat_sum.id))
 io.flush()
 
-local ok, err = pcall(function()
-  while true do ex:serve(1000) end
-end)
+-- serves scrapes until Ctrl-C (the exporter is a source of the loop, like a ring buffer)
+local why = bpf.run{sources = {ex}}
 ex:close()
 obj:close()
-if not ok and not (type(err) == "table" and err.code == "EINTR") then error(err, 0) end
-io.write("stopped\n")
+io.write(("stopped (%s)\n"):format(why))
