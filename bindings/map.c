@@ -1269,8 +1269,11 @@ static uint32_t iter_fill(lua_State *L, struct bh_iter *it)
 	it->n = it->pos = 0;
 	if (it->eof || it->done)
 		return 0;
-	if (m->fd < 0)
-		luaL_error(L, "%s map '%s': map was closed during iteration", it->op, m->name);
+	if (m->fd < 0) {
+		/* no position: the caller is the iterator, wherever the loop is */
+		lua_pushfstring(L, "%s map '%s': map was closed during iteration", it->op, m->name);
+		lua_error(L);
+	}
 	if (it->mode == ITER_BATCH)
 		iter_fill_batch(L, it);
 	if (it->mode == ITER_NEXTKEY)
@@ -1302,6 +1305,37 @@ static int iter_next(lua_State *L)
 	return 2;
 }
 
+/*
+ * it:fill(ks, vs) for bpfhost.mapiter (bindings/lua/mapiter.lua): fetch the
+ * next chunk and decode it into ks[1..n], vs[1..n]; returns n, 0 at the end.
+ * The Lua side hands the elements out (compiled with the loop body: no C
+ * call per element) and calls this again only once it has handed out the
+ * whole chunk, so the chunk before counts as yielded.
+ */
+static int iter_fill_l(lua_State *L)
+{
+	struct bh_iter *it = iter_check(L, 1);
+	struct bh_map *m = it->m;
+	uint32_t i, n;
+
+	it->yielded += it->n;
+	n = iter_fill(L, it);
+	if (!n) {
+		iter_finish(it);
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	for (i = 0; i < n; i++) {
+		map_dec_key(L, m, it->keys + (size_t)i * it->kstride, it->raw);
+		lua_rawseti(L, 2, (int)i + 1);
+		map_dec_value(L, m, it->vals + (size_t)i * it->vstride, it->raw);
+		lua_rawseti(L, 3, (int)i + 1);
+	}
+	it->pos = n;
+	lua_pushinteger(L, n);
+	return 1;
+}
+
 static int iter_gc(lua_State *L)
 {
 	struct bh_iter *it = lua_touserdata(L, 1);
@@ -1322,6 +1356,8 @@ static int iter_index(lua_State *L)
 		lua_pushnumber(L, (lua_Number)it->yielded);
 	else if (!strcmp(k, "done"))
 		lua_pushboolean(L, it->done);
+	else if (!strcmp(k, "what")) /* for the Lua state's __tostring */
+		lua_pushfstring(L, "%s of map '%s'", it->drain ? "drain" : "iteration", it->m->name);
 	else
 		lua_pushnil(L);
 	return 1;
@@ -1394,26 +1430,56 @@ static struct bh_iter *iter_new(lua_State *L, struct bh_map *m, const char *op, 
 	return it;
 }
 
-static int map_iterate(lua_State *L)
+/*
+ * Push bpfhost.mapiter's factory (cached in the registry); 0 when it cannot
+ * be had (no require, no preload), and then nothing is pushed.
+ */
+static int push_iter_factory(lua_State *L)
 {
-	struct bh_map *m = map_self(L, "iterate");
+	lua_getfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter");
+	if (lua_isfunction(L, -1))
+		return 1;
+	lua_pop(L, 1);
+	lua_getglobal(L, "require");
+	if (!lua_isfunction(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pushliteral(L, "bpfhost.mapiter");
+	if (lua_pcall(L, 1, 1, 0) || !lua_isfunction(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter");
+	return 1;
+}
 
+/* iterate and drain: the iterator, its state, nil (see bpfhost.mapiter). */
+static int iter_start(lua_State *L, struct bh_map *m, const char *op, int drain)
+{
 	lua_settop(L, 2);
+	if (push_iter_factory(L)) {
+		iter_new(L, m, op, 2, drain);
+		lua_pushcfunction(L, iter_fill_l);
+		lua_call(L, 2, 3);
+		return 3;
+	}
+	/* element by element through C */
 	lua_pushcfunction(L, iter_next);
-	iter_new(L, m, "iterate", 2, 0);
+	iter_new(L, m, op, 2, drain);
 	lua_pushnil(L);
 	return 3;
 }
 
+static int map_iterate(lua_State *L)
+{
+	return iter_start(L, map_self(L, "iterate"), "iterate", 0);
+}
+
 static int map_drain(lua_State *L)
 {
-	struct bh_map *m = map_self(L, "drain");
-
-	lua_settop(L, 2);
-	lua_pushcfunction(L, iter_next);
-	iter_new(L, m, "drain", 2, 1);
-	lua_pushnil(L);
-	return 3;
+	return iter_start(L, map_self(L, "drain"), "drain", 1);
 }
 
 /* What count/keys/dump/clear collect. */
@@ -1661,6 +1727,12 @@ static int map_update_batch(lua_State *L)
 				}
 				kidx = base;
 				vidx = base + 1;
+			}
+			if (likely(!m->ncpus && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG))) &&
+			    enc_int_fast(L, m->vtype->root, vidx, vd)) {
+				map_enc_key(L, m, "update_batch", kidx, kd, 0);
+				lua_settop(L, base);
+				continue;
 			}
 			if (lua_isnil(L, vidx))
 				luaL_error(L, "update_batch map '%s': element %d has no value", m->name,
@@ -2734,7 +2806,6 @@ void bh_map_init(lua_State *L)
 	lua_newtable(L);
 	bh_setfuncs(L, map_methods, 0);
 	bh_mmap_init(L);
-	bh_mapcfg_register(L);
 	lua_setfield(L, -2, "__index");
 	lua_setfield(L, -2, "__props_mt");
 	lua_pop(L, 1);
