@@ -100,7 +100,7 @@ describe("program", function()
   end)
 
   context("lifetime", function()
-    it("settings before load are refused after load", function()
+    it("a program handle of a closed object raises, never crashes", function()
       local o = bpf.open(h.obj("test_net"))
       local p = o:program("xdp_count")
       o:close()
