@@ -147,6 +147,8 @@ describe("pp", function()
       assert.truthy(table.concat(skb, " "):find("destructor", 1, true)) -- a function pointer
       assert.truthy(table.concat(skb, " "):find(" cloned ", 1, true)) -- a bitfield
       assert.is_nil(pp.fields(bpf.kernel_type("u32")))
+      assert.is_nil(pp.fields(bpf.kernel_type("enum bpf_map_type")))
+      assert.same({ "in6_u" }, pp.fields(bpf.kernel_type("struct in6_addr"))) -- a named union member
     end)
 
     it("lays out a dump as columns, sorted by key, with the count", function()

@@ -164,7 +164,10 @@ end
 function pp.fields(T)
   if T == nil then return nil end
   local ok, decl = pcall(tostring, T)
-  if not ok or type(decl) ~= "string" or not decl:find("{", 1, true) then return nil end
+  if not ok or type(decl) ~= "string" or not decl:find("{", 1, true)
+    or decl:match("^%s*enum[%s{]") then
+    return nil
+  end
   local lines = {}
   for l in decl:gmatch("[^\n]+") do lines[#lines + 1] = l end
   local i = 1
