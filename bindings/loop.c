@@ -454,7 +454,8 @@ static int source_timeout(lua_State *L, struct srcset *set, int i)
 	if (!has_method(L, set->idx[i], "timeout"))
 		return -1;
 	call_method(L, set->idx[i], "timeout", 0, 1);
-	t = lua_tonumber(L, -1);
+	/* nil (no deadline) must not read as 0, which would spin the loop */
+	t = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
 	lua_pop(L, 1);
 	if (t != t || t < 0)
 		return -1;

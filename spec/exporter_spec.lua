@@ -734,6 +734,20 @@ describe("exporter", function()
       ro:close()
     end)
 
+    it("bpf.run waits on it without spinning while nobody scrapes", function()
+      -- a wrapper that counts the loop's serve(0) calls
+      local calls = 0
+      local src = {
+        fd = function() return ex:fd() end,
+        timeout = function() return ex:timeout() end,
+        serve = function(_, ms) calls = calls + 1; return ex:serve(ms) end,
+      }
+      assert.is_nil(ex:timeout())
+      assert.equal("timeout", bpf.run{sources = { src }, timeout = 0.3})
+      -- once at the start; then only when its fd is readable, which it never is here
+      assert.is_true(calls >= 1 and calls <= 2, calls .. " serve calls")
+    end)
+
     it("bpf.poll gives it back as ready when a scrape comes in", function()
       local m = bpf.map_create{type = "hash", key = "u32", value = "u64", max_entries = 8}
       m:update(1, 5)
