@@ -9,7 +9,7 @@
  *   ring_c drain MAP_ID COUNT
  *	libbpf ring_buffer__poll with an empty callback until COUNT records
  *	are consumed (the limit the Lua paths are measured against).
- *	Prints "records seconds".
+ *	Prints "records wall_seconds cpu_seconds".
  *   ring_c keep MAP_ID LOST_MAP_ID TOTAL TIMEOUT_S
  *	the same while a producer runs, until records + lost reach TOTAL.
  *	Prints "records lost seconds".
@@ -24,12 +24,17 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-static double now(void)
+static double clock_s(clockid_t clk)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clk, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double now(void)
+{
+	return clock_s(CLOCK_MONOTONIC);
 }
 
 static void die(const char *what, int err)
@@ -99,11 +104,12 @@ static int cmd_drain(char **argv)
 	int fd = map_fd_by_id(argv[0]);
 	long long want = strtoll(argv[1], NULL, 0);
 	struct ring_buffer *rb = ring_buffer__new(fd, on_sample, NULL, NULL);
-	double t0, t1;
+	double t0, t1, c0, c1;
 
 	if (!rb)
 		die("ring_buffer__new", errno);
 	t0 = now();
+	c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
 	while (seen < want) {
 		int n = ring_buffer__poll(rb, 100);
 
@@ -113,7 +119,8 @@ static int cmd_drain(char **argv)
 			break;
 	}
 	t1 = now();
-	printf("%lld %.9f\n", seen, t1 - t0);
+	c1 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+	printf("%lld %.9f %.9f\n", seen, t1 - t0, c1 - c0);
 	ring_buffer__free(rb);
 	return seen == want ? 0 : 1;
 }
