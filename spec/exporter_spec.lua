@@ -689,6 +689,31 @@ describe("exporter", function()
       kill(tonumber(pid))
     end)
 
+    it("limits connections per client address; a freed slot serves again", function()
+      ex:close()
+      ex = bpf.exporter{listen = "127.0.0.1:0", per_ip_limit = 2}
+      local execs = obj:get_map("execs")
+      execs:update({uid = 0, comm = "x"}, 1)
+      ex:counter("x_total", execs, { labels = { "comm" } })
+      local _, _, port = ex:address()
+      local pids = {}
+      for i = 1, 2 do
+        pids[i] = tonumber(h.sh(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; exec sleep 60' >/dev/null 2>&1 & echo $!")
+          :format(port)):match("%d+"))
+      end
+      local deadline = bpf.now() + 30
+      while ex:stats().connections < 2 and bpf.now() < deadline do ex:serve(20) end
+      assert.equal(2, ex:stats().connections)
+      -- a third from the same address is refused (curl sees no HTTP answer)
+      local r = serve_until(ex, fetch("http://" .. ex:address() .. "/metrics"))
+      assert.equal(0, r.status)
+      for _, pid in ipairs(pids) do kill(pid) end
+      deadline = bpf.now() + 30
+      while ex:stats().connections > 0 and bpf.now() < deadline do ex:serve(20) end
+      r = serve_until(ex, fetch("http://" .. ex:address() .. "/metrics"))
+      assert.equal(200, r.status)
+    end)
+
     it("rejects huge headers and long URLs, and keeps serving", function()
       local execs = obj:get_map("execs")
       execs:update({uid = 0, comm = "x"}, 1)
