@@ -1436,7 +1436,7 @@ static struct bh_iter *iter_new(lua_State *L, struct bh_map *m, const char *op, 
  */
 static int push_iter_factory(lua_State *L)
 {
-	lua_getfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter");
+	lua_getfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter.factory");
 	if (lua_isfunction(L, -1))
 		return 1;
 	lua_pop(L, 1);
@@ -1451,7 +1451,7 @@ static int push_iter_factory(lua_State *L)
 		return 0;
 	}
 	lua_pushvalue(L, -1);
-	lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter");
+	lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mapiter.factory");
 	return 1;
 }
 
@@ -2806,7 +2806,6 @@ void bh_map_init(lua_State *L)
 	lua_newtable(L);
 	bh_setfuncs(L, map_methods, 0);
 	bh_mmap_init(L);
-	bh_mapcfg_register(L);
 	lua_setfield(L, -2, "__index");
 	lua_setfield(L, -2, "__props_mt");
 	lua_pop(L, 1);

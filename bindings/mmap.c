@@ -16,6 +16,7 @@
 #define VIEW_MAGIC 0x62686d76u
 #define VIEW_MT    "bpfhost.mmapview"
 
+/* Its head is mirrored by struct bh_mmapview in bindings/lua/mmapview.lua (checked by size). */
 struct bh_view {
 	uint32_t magic;
 	unsigned char *base; /* NULL once closed */
@@ -187,6 +188,51 @@ static int view_tostring(lua_State *L)
 	return 1;
 }
 
+/*
+ * Under LuaJIT, views of integer elements get the metatable of
+ * bpfhost.mmapview (bindings/lua/mmapview.lua): its __index and
+ * __newindex read and write through the FFI, so that v[i] compiles into the
+ * caller's trace instead of a C call, and hand anything else (other keys,
+ * errors, a closed view) to the C metamethods here. Pushes that metatable,
+ * or returns 0 and pushes nothing.
+ */
+static int push_ffi_mt(lua_State *L, const struct bh_plan *p)
+{
+#ifdef BH_LUAJIT
+	if (p->kind != BH_K_INT || (p->size != 1 && p->size != 2 && p->size != 4 && p->size != 8))
+		return 0;
+	lua_getfield(L, LUA_REGISTRYINDEX, "bpfhost.mmapview.ffi");
+	if (!lua_isfunction(L, -1)) {
+		lua_pop(L, 1);
+		lua_getglobal(L, "require");
+		if (!lua_isfunction(L, -1)) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		lua_pushliteral(L, "bpfhost.mmapview");
+		if (lua_pcall(L, 1, 1, 0) || !lua_isfunction(L, -1)) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mmapview.ffi");
+	}
+	luaL_getmetatable(L, VIEW_MT);
+	lua_pushinteger(L, p->size);
+	lua_pushboolean(L, p->is_signed);
+	lua_pushinteger(L, (lua_Integer)sizeof(struct bh_view));
+	if (lua_pcall(L, 4, 1, 0) || !lua_istable(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	return 1;
+#else
+	(void)L;
+	(void)p;
+	return 0;
+#endif
+}
+
 /* m:mmap(): the view of an mmapable array map (the map at index 1). */
 static int map_mmap(lua_State *L)
 {
@@ -233,6 +279,8 @@ static int map_mmap(lua_State *L)
 	lua_remove(L, -2);
 	lua_setfield(L, -2, "vtype");
 	bh_setuv(L, -2);
+	if (push_ffi_mt(L, v->vtype->root))
+		lua_setmetatable(L, -2);
 	return 1;
 }
 

@@ -519,6 +519,50 @@ describe("map types", function()
       plain:close()
     end)
 
+    it("mmap views of every integer size read and write what lookup and update see", function()
+      for _, t in ipairs{"u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"} do
+        local bits = tonumber(t:sub(2))
+        local signed = t:sub(1, 1) == "s"
+        local lo = signed and -2 ^ (bits - 1) or 0
+        local hi = signed and 2 ^ (bits - 1) - 1 or 2 ^ bits - 1
+        if bits == 64 then lo, hi = signed and -2 ^ 53 or 0, 2 ^ 53 end
+        local m = bpf.map_create{type = "array", key = "u32", value = t, max_entries = 4, flags = "mmapable", name = "v" .. t}
+        local v = m:mmap()
+        v[0], v[1], v[3] = lo, hi, 7
+        assert.same({lo, hi, 0, 7}, {m:lookup(0), m:lookup(1), m:lookup(2), m:lookup(3)}, t)
+        m:update(2, hi - 1)
+        assert.equal(hi - 1, v[2], t)
+        local over = bits == 64 and (signed and 2 ^ 63 or 2 ^ 64) or hi + 1
+        assert.matches("does not fit " .. t, h.raises(function() v[0] = over end), t)
+        if bits == 64 then
+          v[3] = 2 ^ 60 -- beyond 2^53 but in range: the codec writes it
+          assert.equal(2 ^ 60, tonumber(m:lookup(3)))
+          v[3] = 7
+        end
+        assert.matches("is not an integer$", h.raises(function() v[0] = 0.5 end), t)
+        if not signed then
+          assert.matches("is negative for an unsigned field$", h.raises(function() v[0] = -1 end), t)
+        end
+        assert.matches("index 4 is out of range %(0..3%)$", h.raises(function() return v[4] end), t)
+        assert.matches("index 0.5 is out of range %(0..3%)$", h.raises(function() return v[0.5] end), t)
+        assert.equal(lo, v[0], t) -- refused writes left it alone
+        assert.equal(4, v.count)
+        assert.is_nil(v.nonexistent)
+        assert.is_function(v.ptr)
+        v:close()
+        assert.matches("read mmap of map 'v" .. t .. "': view is closed$", h.raises(function() return v[0] end))
+        m:close()
+      end
+      -- 64-bit beyond 2^53: the codec's cdata, both ways
+      local m = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 2, flags = "mmapable"}
+      local v = m:mmap()
+      v[0] = "18446744073709551615"
+      assert.equal("18446744073709551615ULL", tostring(v[0]))
+      v[1] = v[0]
+      assert.equal("18446744073709551615ULL", tostring(m:lookup(1)))
+      v:close(); m:close()
+    end)
+
     it("drain loses no count while a program increments the counters it removes", function()
       -- count_calls bumps counts[random k] in place and total[0] once per call.
       -- Both processes share CPU 0: this kernel does not preempt, so a drain
