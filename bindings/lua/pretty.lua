@@ -205,11 +205,17 @@ end
 
 local rank = { number = 1, string = 2, boolean = 3 }
 
+-- tostring that never raises (a __tostring may), for ordering only
+local function safestr(v)
+  local ok, s = pcall(tostring, v)
+  return ok and type(s) == "string" and s or ""
+end
+
 local function keyless(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return (rank[ta] or 4) < (rank[tb] or 4) end
   if ta == "number" or ta == "string" then return a < b end
-  return tostring(a) < tostring(b)
+  return safestr(a) < safestr(b)
 end
 
 local cell -- forward: a value on one line
@@ -242,7 +248,7 @@ local function tbl(v, st, indent, col)
       keys[#keys + 1] = k
     end
   end
-  pcall(sort, keys, keyless) -- a key's __tostring may raise: then unsorted
+  sort(keys, keyless)
   local items, total, short = {}, n + #keys, true
   local limit = st.items
   for i = 1, n do
