@@ -37,8 +37,6 @@
 #include "bh.h"
 #include "syscall_names.h" /* generated from <asm/unistd.h>: bh_syscall_names[] */
 
-#define EXPORTER_MT "bpfhost.exporter"
-
 /* ------------------------------------------------------------------------ */
 /* -- Payloads ------------------------------------------------------------ */
 
@@ -458,7 +456,7 @@ static void exporter_stop(struct bh_exporter *ex)
 
 static struct bh_exporter *exporter_checkraw(lua_State *L, int idx)
 {
-	return bh_checkud(L, idx, EXPORTER_MT);
+	return bh_checkud(L, idx, BH_EXPORTER_MT);
 }
 
 static struct bh_exporter *exporter_check(lua_State *L, int idx, const char *op)
@@ -489,9 +487,9 @@ static int exporter_tostring(lua_State *L)
 	struct bh_exporter *ex = exporter_checkraw(L, 1);
 
 	if (ex->d)
-		lua_pushfstring(L, EXPORTER_MT ": http://%s/metrics", ex->addr);
+		lua_pushfstring(L, BH_EXPORTER_MT ": http://%s/metrics", ex->addr);
 	else
-		lua_pushliteral(L, EXPORTER_MT ": (closed)");
+		lua_pushliteral(L, BH_EXPORTER_MT ": (closed)");
 	return 1;
 }
 
@@ -800,7 +798,7 @@ static int l_exporter(lua_State *L)
 	memset(ex, 0, sizeof(*ex));
 	ex->epfd = -1;
 	ex->cache = cache;
-	luaL_getmetatable(L, EXPORTER_MT);
+	luaL_getmetatable(L, BH_EXPORTER_MT);
 	lua_setmetatable(L, -2);
 	lua_newtable(L);
 	bh_setuv(L, -2);
@@ -1324,7 +1322,7 @@ static int d_escape(lua_State *L)
 /* state(v) -> true (an open exporter), false (closed), nil (not an exporter) */
 static int d_state(lua_State *L)
 {
-	struct bh_exporter *ex = bh_testud(L, 1, EXPORTER_MT);
+	struct bh_exporter *ex = bh_testud(L, 1, BH_EXPORTER_MT);
 
 	if (ex)
 		lua_pushboolean(L, ex->d && !ex->close_later);
@@ -1377,7 +1375,7 @@ void bh_exporter_init(lua_State *L)
 	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
 
-	bh_newmetatable(L, EXPORTER_MT, exporter_meta, exporter_methods);
+	bh_newmetatable(L, BH_EXPORTER_MT, exporter_meta, exporter_methods);
 	lua_createtable(L, 0, 2);
 	lua_getfield(L, -2, "__index");
 	lua_setfield(L, -2, "methods");
