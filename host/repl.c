@@ -74,11 +74,18 @@ static void install_handlers(void)
 	size_t i;
 
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal; /* no SA_RESTART: a plain read returns EINTR */
+	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/*
+		 * SIGINT and SIGTERM make a plain read return EINTR. SIGWINCH
+		 * stays installed while statements run, so it restarts what they
+		 * wait in (ppoll, which reads the terminal, never restarts).
+		 */
+		sa.sa_flags = sigs[i] == SIGWINCH ? SA_RESTART : 0;
 		if (!sigaction(sigs[i], NULL, &old) && old.sa_handler != SIG_IGN)
 			sigaction(sigs[i], &sa, NULL);
+	}
 }
 
 static void block_signals(sigset_t *old)
@@ -300,7 +307,6 @@ static void show_list(FILE *f, const char *list)
 			fprintf(f, "%-*s", (int)w, s);
 	}
 }
-
 
 /* ------------------------------------------------------------------------ */
 /* -- Line editors -------------------------------------------------------- */
