@@ -1325,6 +1325,17 @@ static int iter_fill_l(lua_State *L)
 		lua_pushinteger(L, 0);
 		return 1;
 	}
+	if (lua_isnone(L, 2)) {
+		/*
+		 * The chunk as it is, for FFI reads (integer keys and values
+		 * under LuaJIT): valid until the next fill, held by it.
+		 */
+		lua_pushinteger(L, n);
+		lua_pushlightuserdata(L, it->keys);
+		lua_pushlightuserdata(L, it->vals);
+		it->pos = n;
+		return 3;
+	}
 	for (i = 0; i < n; i++) {
 		map_dec_key(L, m, it->keys + (size_t)i * it->kstride, it->raw);
 		lua_rawseti(L, 2, (int)i + 1);
@@ -1455,14 +1466,32 @@ static int push_iter_factory(lua_State *L)
 	return 1;
 }
 
+/* An integer plan of 1, 2, 4 or 8 bytes as size * 2 + signed, for FFI reads; 0 otherwise. */
+static int int_code(const struct bh_plan *p)
+{
+	if (p->kind != BH_K_INT || (p->size != 1 && p->size != 2 && p->size != 4 && p->size != 8))
+		return 0;
+	return (int)p->size * 2 + (p->is_signed ? 1 : 0);
+}
+
 /* iterate and drain: the iterator, its state, nil (see bpfhost.mapiter). */
 static int iter_start(lua_State *L, struct bh_map *m, const char *op, int drain)
 {
+	struct bh_iter *it;
+
 	lua_settop(L, 2);
 	if (push_iter_factory(L)) {
-		iter_new(L, m, op, 2, drain);
+		it = iter_new(L, m, op, 2, drain);
 		lua_pushcfunction(L, iter_fill_l);
-		lua_call(L, 2, 3);
+		if (!it->raw && !m->ncpus && !(m->special & (BH_MS_FDMAP | BH_MS_FDPROG | BH_MS_LPM)) &&
+		    int_code(m->ktype->root) && int_code(m->vtype->root)) {
+			lua_pushinteger(L, int_code(m->ktype->root));
+			lua_pushinteger(L, int_code(m->vtype->root));
+		} else {
+			lua_pushnil(L);
+			lua_pushnil(L);
+		}
+		lua_call(L, 4, 3);
 		return 3;
 	}
 	/* element by element through C */

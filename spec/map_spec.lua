@@ -737,6 +737,60 @@ describe("map operations", function()
       s:close(); u:close()
     end)
 
+    it("iterate and drain decode every integer size like lookup does (64-bit edges at 2^53 too)", function()
+      local ffi = require "ffi"
+      local specs = {
+        {"u8", "s8", {0, 255}, {-128, 127}},
+        {"u16", "s16", {0, 65535}, {-32768, 32767}},
+        {"s32", "u32", {-2147483648, 2147483647}, {0, 4294967295}},
+        {"u64", "s64", {0, 2^53, ffi.new("uint64_t", 2^53) + 1, ffi.new("uint64_t", -1)},
+          {-2^53, 2^53, ffi.new("int64_t", -2^53) - 1, ffi.new("int64_t", 2^63 - 1024) + 1023}},
+      }
+      for _, s in ipairs(specs) do
+        local kt, vt, keys, vals = s[1], s[2], s[3], s[4]
+        local m = bpf.map_create{type = "hash", key = kt, value = vt, max_entries = 8, name = "it" .. kt}
+        for i, k in ipairs(keys) do m:update(k, vals[i]) end
+        local want = {}
+        for i, k in ipairs(keys) do want[tostring(m:lookup(k) and k)] = tostring(m:lookup(k)) end
+        for _, op in ipairs{"iterate", "drain"} do
+          local got, n = {}, 0
+          local it, st = m[op](m)
+          for k, v in it, st do
+            got[tostring(k)] = tostring(v)
+            n = n + 1
+            -- numbers where they fit in 2^53, the codec's cdata beyond
+            assert.equal(type(m:lookup(k) or v), type(v))
+          end
+          assert.equal(#keys, n)
+          assert.equal(#keys, st.count)
+          assert.same(want, got, kt .. " -> " .. vt .. " " .. op)
+          if op == "iterate" then
+            local t = {}
+            for _, e in ipairs(m:dump()) do t[tostring(e.key)] = tostring(e.value) end
+            assert.same(want, t)
+          end
+        end
+        assert.equal(0, m:count())
+        m:close()
+      end
+    end)
+
+    it("state.count counts what was handed out, also when broken off mid-chunk", function()
+      for i = 1, 16 do m:update(i, i) end
+      for _, opts in ipairs{{chunk = 5}, {chunk = 5, raw = true}} do
+        local it, st = m:iterate(opts)
+        local n = 0
+        for _ in it, st do
+          n = n + 1
+          if n == 7 then break end
+        end
+        assert.equal(7, st.count)
+        assert.is_false(st.done)
+        assert.is_false(st.complete)
+        assert.equal("iteration of map 'ops': 7 seen", tostring(st))
+      end
+    end)
+
     it("key_type, value_type and set_types re-type a map by hand", function()
       local raw = bpf.map_by_id(m.id)
       assert.equal("4 bytes", raw:key_type().name)
