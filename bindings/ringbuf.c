@@ -1653,7 +1653,8 @@ static int user_submit(lua_State *L)
 		bh_encode(&c, u->plan, 2, u->scratch);
 		src = u->scratch;
 	}
-	if (len > u->max / 2)
+	/* a record and its 8-byte header, rounded to 8, must fit the ring */
+	if (len > u->max || ((len + 7) & ~(size_t)7) + 8 > u->max)
 		luaL_error(L, "submit user_ringbuf '%s': a record of %d bytes does not fit "
 			      "(the ring holds %u bytes)",
 			   u->name, (int)len, u->max);
