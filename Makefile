@@ -190,7 +190,7 @@ run: deps
 	$(Q)$(HOST) scripts/execve_counter.lua
 
 bench: all
-	$(Q)$(HOST) scripts/bench.lua
+	$(Q)BPFHOST_BUILD=$(O) $(HOST) scripts/bench.lua $(BENCH)
 
 clean:
 	$(Q)rm -rf $(O)

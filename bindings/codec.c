@@ -76,6 +76,8 @@ struct compiler {
 	struct bh_type *ty;
 	int depth;
 	int kflag_aware;     /* -1 until known: does btf's producer mark signed enums? */
+	int names;           /* stack index of the type's table of field names */
+	int nnames;
 };
 
 static const struct btf_type *skip_mods(const struct btf *btf, uint32_t *id)
@@ -294,17 +296,76 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 	}
 }
 
+/*
+ * Decode builds a struct's table through a Lua function compiled once per
+ * struct: function(a1, ..., an) return {["f1"] = a1, ...} end. Its table
+ * constructor copies a template that already holds every key (LuaJIT's
+ * TDUP), so no key is hashed or inserted one by one, as lua_setfield would.
+ * Pushes the function, or false for a struct with too many fields for the
+ * arguments of one call.
+ */
+#define CTOR_MAX 120
+
+static void make_ctor(struct compiler *c, const struct bh_plan *p)
+{
+	lua_State *L = c->L;
+	luaL_Buffer b;
+	uint32_t i;
+
+	for (i = 0; i < p->count && p->count <= CTOR_MAX; i++)
+		if (strspn(p->fields[i].name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					       "0123456789_") != strlen(p->fields[i].name))
+			break;
+	if (i < p->count || p->count > CTOR_MAX) {
+		lua_pushboolean(L, 0);
+		return;
+	}
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, "return function(");
+	for (i = 0; i < p->count; i++) {
+		lua_pushfstring(L, i ? ",a%d" : "a%d", (int)i);
+		luaL_addvalue(&b);
+	}
+	luaL_addstring(&b, ") return {");
+	for (i = 0; i < p->count; i++) {
+		/* C names are Lua names, but a few are Lua keywords: quote them all */
+		lua_pushfstring(L, "[\"%s\"]=a%d,", p->fields[i].name, (int)i);
+		luaL_addvalue(&b);
+	}
+	luaL_addstring(&b, "} end");
+	luaL_pushresult(&b);
+	if (luaL_loadbuffer(L, lua_tostring(L, -1), bh_rawlen(L, -1), "=codec") != 0)
+		lua_error(L);
+	lua_call(L, 0, 1);
+	lua_remove(L, -2);
+}
+
 static struct bh_plan *compile_composite(struct compiler *c, uint32_t id, const struct btf_type *t)
 {
 	struct bh_plan *p = new_plan(c, btf_is_union(t) ? BH_K_UNION : BH_K_STRUCT, t->size);
 	int nunions = 0;
-	uint32_t n = count_members(c, t, &nunions), pos = 0;
+	uint32_t n = count_members(c, t, &nunions), pos = 0, i;
 
 	p->cname = type_cname(c, id);
 	p->fields = aalloc(c->L, c->ty, sizeof(struct bh_field) * (n ? n : 1));
 	p->groups = aalloc(c->L, c->ty, sizeof(struct bh_group) * (size_t)(nunions + 1));
 	fill_members(c, p, t, 0, 0, 0, &pos);
 	p->count = pos;
+	/*
+	 * In the type's table of names, from names_base + 1: the constructor
+	 * (make_ctor), then the field names as Lua strings. Encode matches a key
+	 * by pointer to these (Lua strings are interned, and these stay alive
+	 * with the Type).
+	 */
+	p->names_ref = c->ty->names_ref;
+	p->names_base = c->nnames;
+	make_ctor(c, p);
+	lua_rawseti(c->L, c->names, ++c->nnames);
+	for (i = 0; i < pos; i++) {
+		lua_pushstring(c->L, p->fields[i].name);
+		p->fields[i].name = lua_tostring(c->L, -1);
+		lua_rawseti(c->L, c->names, ++c->nnames);
+	}
 	return p;
 }
 
@@ -590,9 +651,15 @@ static char *make_decl(const struct btf *btf, uint32_t id)
 struct bh_type *bh_type_new(lua_State *L, const struct btf *btf, uint32_t type_id)
 {
 	struct bh_type *t = type_newud(L);
-	struct compiler c = { L, btf, t, 0, -1 };
+	struct compiler c = { L, btf, t, 0, -1, 0, 0 };
 
+	lua_newtable(L);
+	lua_pushvalue(L, -1);
+	t->names_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* released by type_gc */
+	c.names = lua_gettop(L);
+	luaL_checkstack(L, 16, "compiling a type");
 	t->root = compile(&c, type_id);
+	lua_pop(L, 1);
 	if (t->root->kind == BH_K_STRUCT || t->root->kind == BH_K_UNION ||
 	    t->root->kind == BH_K_ENUM)
 		t->decl = make_decl(btf, type_id);
@@ -810,6 +877,9 @@ static int type_gc(lua_State *L)
 	struct bh_type *t = bh_checkud(L, 1, BH_TYPE_MT);
 
 	arena_free(t);
+	if (t->names_ref > 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, t->names_ref);
+	t->names_ref = 0;
 	return 0;
 }
 
@@ -826,15 +896,36 @@ static int type_tostring(lua_State *L)
 	return 1;
 }
 
+/*
+ * Type methods hold the Type metatable as upvalue 1, so that the check of
+ * self is a pointer comparison rather than luaL_checkudata's lookup by name.
+ */
+static struct bh_type *type_self(lua_State *L)
+{
+	struct bh_type *t = lua_touserdata(L, 1);
+	int same = t && lua_getmetatable(L, 1);
+
+	if (same) {
+		same = lua_rawequal(L, -1, lua_upvalueindex(1));
+		lua_pop(L, 1);
+	}
+	if (!same)
+		return bh_type_check(L, 1); /* raises, naming what it got */
+	if (!t->root)
+		luaL_error(L, "type is released");
+	return t;
+}
+
 static int type_encode(lua_State *L)
 {
-	struct bh_type *t = bh_type_check(L, 1);
+	struct bh_type *t = type_self(L);
 	struct bh_cctx c = { L, "encode", "type", t->root->cname, "value", 0, { { 0 } } };
-	char *dst;
+	char small[256], *dst = small;
 
 	luaL_checkany(L, 2);
 	lua_settop(L, 2);
-	dst = lua_newuserdata(L, t->root->size ? t->root->size : 1); /* freed by GC */
+	if (t->root->size > sizeof(small))
+		dst = lua_newuserdata(L, t->root->size); /* freed by GC */
 	bh_encode(&c, t->root, 2, dst);
 	lua_pushlstring(L, dst, t->root->size);
 	return 1;
@@ -842,7 +933,7 @@ static int type_encode(lua_State *L)
 
 static int type_decode(lua_State *L)
 {
-	struct bh_type *t = bh_type_check(L, 1);
+	struct bh_type *t = type_self(L);
 	struct bh_cctx c = { L, "decode", "type", t->root->cname, "value", 0, { { 0 } } };
 	const char *s;
 	size_t n;
@@ -858,22 +949,24 @@ static int type_decode(lua_State *L)
 	return 1;
 }
 
+/* T.size, T.name, T:encode, T:decode; upvalues: encode, decode. */
 static int type_index(lua_State *L)
 {
-	struct bh_type *t = bh_type_check(L, 1);
-	const char *k = luaL_checkstring(L, 2);
+	struct bh_type *t = lua_touserdata(L, 1);
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
 
-	if (!strcmp(k, "size")) {
+	if (!t || !t->root)
+		luaL_error(L, "type is released");
+	if (!strcmp(k, "encode"))
+		lua_pushvalue(L, lua_upvalueindex(1));
+	else if (!strcmp(k, "decode"))
+		lua_pushvalue(L, lua_upvalueindex(2));
+	else if (!strcmp(k, "size"))
 		lua_pushinteger(L, t->root->size);
-		return 1;
-	}
-	if (!strcmp(k, "name")) {
+	else if (!strcmp(k, "name"))
 		lua_pushstring(L, t->root->cname);
-		return 1;
-	}
-	lua_getmetatable(L, 1);
-	lua_getfield(L, -1, "__methods");
-	lua_getfield(L, -1, k);
+	else
+		lua_pushnil(L);
 	return 1;
 }
 
@@ -992,35 +1085,47 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 /* ------------------------------------------------------------------------ */
 /* -- 64-bit integers beyond 2^53 ----------------------------------------- */
 
-static char box_key, unbox_key;
+static char slot_key, boxu_key, boxs_key, unbox_key;
 
 #ifdef BH_LUAJIT
 /*
  * LuaJIT's C API has no int64: the only way to make or read an int64_t /
- * uint64_t cdata is through the FFI, so this one small helper uses it.
- * unbox returns 2 (uint64_t, stored at p), 1 (int64_t, stored at p), 3 and
- * a number (other numeric cdata), or 0 and the ctype's name.
+ * uint64_t cdata is through the FFI, so this one small helper uses it. It
+ * is called with the address of a slot (a userdata the registry anchors)
+ * that C and the helper pass 64-bit values through: box_u() and box_s()
+ * return the slot as uint64_t / int64_t cdata; unbox(v) returns 2 (a
+ * uint64_t, left in the slot), 1 (an int64_t, in the slot), 3 and a number
+ * (another numeric cdata), or 0 and the ctype's name.
  */
 static const char helper_src[] =
 	"local ffi = require 'ffi'\n"
-	"local cast, istype, typeof = ffi.cast, ffi.istype, ffi.typeof\n"
+	"local istype, typeof = ffi.istype, ffi.typeof\n"
 	"local u64, i64 = typeof('uint64_t'), typeof('int64_t')\n"
-	"local pu64, pi64 = typeof('uint64_t *'), typeof('int64_t *')\n"
+	"local slot, islot = ffi.cast('uint64_t *', (...)), ffi.cast('int64_t *', (...))\n"
 	"local cx, cxf, cb = typeof('complex'), typeof('complex float'), typeof('bool')\n"
-	"local function box(p, signed)\n"
-	"  if signed then return cast(pi64, p)[0] end\n"
-	"  return cast(pu64, p)[0]\n"
-	"end\n"
-	"local function unbox(v, p)\n"
-	"  if istype(u64, v) then cast(pu64, p)[0] = v return 2 end\n"
-	"  if istype(i64, v) then cast(pi64, p)[0] = v return 1 end\n"
+	"local function box_u() return slot[0] end\n"
+	"local function box_s() return islot[0] end\n"
+	"local function unbox(v)\n"
+	"  if istype(u64, v) then slot[0] = v return 2 end\n"
+	"  if istype(i64, v) then islot[0] = v return 1 end\n"
 	"  if not (istype(cx, v) or istype(cxf, v) or istype(cb, v)) then\n"
 	"    local n = tonumber(v)\n"
 	"    if type(n) == 'number' then return 3, n end\n"
 	"  end\n"
 	"  return 0, (tostring(typeof(v)):gsub('^ctype<(.*)>$', '%1'))\n"
 	"end\n"
-	"return box, unbox\n";
+	"return box_u, box_s, unbox\n";
+
+static uint64_t *box_slot(lua_State *L)
+{
+	uint64_t *slot;
+
+	lua_pushlightuserdata(L, &slot_key);
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	slot = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return slot;
+}
 #endif
 
 static void push_u64(lua_State *L, uint64_t v, int is_signed)
@@ -1030,21 +1135,24 @@ static void push_u64(lua_State *L, uint64_t v, int is_signed)
 	(void)is_signed;
 #else
 	int64_t s = (int64_t)v;
+	uint64_t *slot;
 
 	if (is_signed ? (s >= -(1LL << 53) && s <= (1LL << 53)) : (v <= (1ULL << 53))) {
 		lua_pushnumber(L, is_signed ? (lua_Number)s : (lua_Number)v);
 		return;
 	}
-	lua_pushlightuserdata(L, &box_key);
-	lua_rawget(L, LUA_REGISTRYINDEX);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		lua_pushnumber(L, is_signed ? (lua_Number)s : (lua_Number)v);
+#ifdef BH_LUAJIT
+	slot = box_slot(L);
+	if (slot) {
+		*slot = v;
+		lua_pushlightuserdata(L, is_signed ? &boxs_key : &boxu_key);
+		lua_rawget(L, LUA_REGISTRYINDEX);
+		lua_call(L, 0, 1);
 		return;
 	}
-	lua_pushlightuserdata(L, &v);
-	lua_pushboolean(L, is_signed);
-	lua_call(L, 2, 1);
+#endif
+	(void)slot;
+	lua_pushnumber(L, is_signed ? (lua_Number)s : (lua_Number)v);
 #endif
 }
 
@@ -1129,12 +1237,13 @@ static int unbox_cdata(lua_State *L, int idx, uint64_t *raw)
 		return 0;
 	}
 	lua_pushvalue(L, idx);
-	lua_pushlightuserdata(L, raw);
-	lua_call(L, 2, 2);
+	lua_call(L, 1, 2);
 	kind = (int)lua_tointeger(L, -2);
 	lua_remove(L, -2);
-	if (kind == 1 || kind == 2)
+	if (kind == 1 || kind == 2) {
 		lua_pop(L, 1);
+		*raw = *box_slot(L);
+	}
 	return kind;
 }
 #endif
@@ -1239,6 +1348,47 @@ static __attribute__((noinline, noreturn)) void range_fail(struct bh_cctx *c,
 		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)), bits);
 	bh_codec_error(c, "%s does not fit %s (%s..%s)", i128_str(v, sb, sizeof(sb)), p->cname,
 		       i128_str(lo, a, sizeof(a)), i128_str(hi, b, sizeof(b)));
+}
+
+/* 2^n as a double, n = 0..64. */
+static inline double pow2(unsigned n)
+{
+	return n < 64 ? (double)(1ULL << n) : 18446744073709551616.0;
+}
+
+/*
+ * The common case: a Lua number, integral and in range for bits (signed or
+ * not), read without 128-bit arithmetic. Returns 1 with *out set, or 0 for
+ * get_int and range_check to take it (and name what is wrong).
+ */
+static inline int int_fast(lua_State *L, int idx, unsigned bits, int is_signed, uint64_t *out)
+{
+	lua_Number d;
+	int64_t i;
+
+	if (lua_type(L, idx) != LUA_TNUMBER)
+		return 0;
+#if LUA_VERSION_NUM >= 503
+	if (lua_isinteger(L, idx))
+		return 0;
+#endif
+	d = lua_tonumber(L, idx);
+	if (is_signed) {
+		if (!(d >= -pow2(bits - 1) && d < pow2(bits - 1)))
+			return 0;
+	} else {
+		if (!(d >= 0 && d < pow2(bits)))
+			return 0;
+		if (d >= 9223372036854775808.0) {
+			*out = (uint64_t)d; /* doubles this big are integers */
+			return 1;
+		}
+	}
+	i = (int64_t)d;
+	if ((lua_Number)i != d)
+		return 0;
+	*out = (uint64_t)i;
+	return 1;
 }
 
 static inline void range_check(struct bh_cctx *c, const struct bh_plan *p, i128 v, unsigned bits)
@@ -1513,10 +1663,13 @@ static void enc_array(struct bh_cctx *c, const struct bh_plan *p, int idx, unsig
 	}
 }
 
-static int field_index(const struct bh_plan *p, const char *k, size_t klen)
+static inline int field_index(const struct bh_plan *p, const char *k, size_t klen)
 {
 	uint32_t i;
 
+	for (i = 0; i < p->count; i++)
+		if (p->fields[i].name == k)
+			return (int)i;
 	for (i = 0; i < p->count; i++) {
 		const char *n = p->fields[i].name;
 
@@ -1597,14 +1750,28 @@ static __attribute__((noinline, noreturn)) void unknown_field(struct bh_cctx *c,
 	bh_codec_error(c, "unknown field '%s' (%s has %s%s)", k, p->cname, list, hint);
 }
 
-static void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx, unsigned char *dst)
+static inline void enc_field(struct bh_cctx *c, const struct bh_field *f, int idx,
+			     unsigned char *dst)
 {
 	const struct bh_plan *p = f->plan;
+	uint64_t fast;
 
+	/* the common case, an integer field given a number in range, inline */
+	if (likely(!f->bit_size && (p->kind == BH_K_INT || p->kind == BH_K_ENUM)) &&
+	    int_fast(c->L, idx, p->size * 8, p->is_signed, &fast)) {
+		store_int(dst + f->off, p->size, fast);
+		return;
+	}
 	push_seg(c, f->name, 0);
 	if (f->bit_size) {
+		uint64_t u;
 		i128 v;
 
+		if (p->kind != BH_K_BOOL && int_fast(c->L, idx, f->bit_size, p->is_signed, &u)) {
+			store_bits(dst + f->off, f->bit_off, f->bit_size, u);
+			c->depth--;
+			return;
+		}
 		if (p->kind == BH_K_BOOL) {
 			if (lua_type(c->L, idx) != LUA_TBOOLEAN)
 				bh_codec_error(c, "expected a boolean, got %s",
@@ -1763,8 +1930,14 @@ static void enc(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigned ch
 	switch (p->kind) {
 	case BH_K_INT:
 	case BH_K_ENUM: {
-		i128 v = get_int(c, p, idx);
+		uint64_t u;
+		i128 v;
 
+		if (likely(int_fast(c->L, idx, p->size * 8, p->is_signed, &u))) {
+			store_int(dst, p->size, u);
+			break;
+		}
+		v = get_int(c, p, idx);
 		range_check(c, p, v, p->size * 8);
 		store_int(dst, p->size, (uint64_t)v);
 		break;
@@ -1824,29 +1997,76 @@ static inline void dec_int(lua_State *L, const struct bh_plan *p, uint64_t u)
 	push_u64(L, u, p->is_signed);
 }
 
+static inline void dec_field(struct bh_cctx *c, const struct bh_field *f, const unsigned char *src)
+{
+	const struct bh_plan *p = f->plan;
+
+	/* the common scalars inline; everything else through dec() */
+	if (likely(!f->bit_size)) {
+		const unsigned char *q = src + f->off;
+
+		switch (p->kind) {
+		case BH_K_INT:
+		case BH_K_ENUM:
+			if (p->size < 8) {
+				uint64_t u = load_int(q, p->size, p->is_signed);
+
+#if LUA_VERSION_NUM >= 503
+				lua_pushinteger(c->L, (lua_Integer)u);
+#else
+				lua_pushnumber(c->L, p->is_signed ? (lua_Number)(int64_t)u
+								  : (lua_Number)u);
+#endif
+				return;
+			}
+			dec_int(c->L, p, load_int(q, 8, 0));
+			return;
+		case BH_K_BOOL:
+			lua_pushboolean(c->L, load_int(q, p->size, 0) != 0);
+			return;
+		default:
+			dec(c, p, q);
+			return;
+		}
+	}
+	{
+		uint64_t v = load_bits(src + f->off, f->bit_off, f->bit_size, f->plan->is_signed);
+
+		if (f->plan->kind == BH_K_BOOL)
+			lua_pushboolean(c->L, v != 0);
+		else
+			dec_int(c->L, f->plan, v);
+	}
+}
+
 static void dec_fields(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src)
 {
 	lua_State *L = c->L;
 	uint32_t i;
+	int tbl;
 
-	luaL_checkstack(L, 8, "value nests too deeply");
-	lua_createtable(L, 0, (int)p->count);
-	for (i = 0; i < p->count; i++) {
-		const struct bh_field *f = &p->fields[i];
-
-		if (f->bit_size) {
-			uint64_t v = load_bits(src + f->off, f->bit_off, f->bit_size,
-					       f->plan->is_signed);
-
-			if (f->plan->kind == BH_K_BOOL)
-				lua_pushboolean(L, v != 0);
-			else
-				dec_int(L, f->plan, v);
-		} else {
-			dec(c, f->plan, src + f->off);
-		}
-		lua_setfield(L, -2, f->name);
+	luaL_checkstack(L, (int)p->count + 8, "value nests too deeply");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->names_ref);
+	lua_rawgeti(L, -1, p->names_base + 1);
+	if (lua_type(L, -1) == LUA_TFUNCTION) {
+		lua_remove(L, -2); /* ctor */
+		for (i = 0; i < p->count; i++)
+			dec_field(c, &p->fields[i], src);
+		lua_call(L, (int)p->count, 1);
+		return;
 	}
+	/* too many fields for one call: key by key */
+	lua_pop(L, 1);
+	lua_createtable(L, 0, (int)p->count);
+	lua_replace(L, -2);
+	tbl = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, p->names_ref); /* tbl, names */
+	for (i = 0; i < p->count; i++) {
+		lua_rawgeti(L, tbl + 1, p->names_base + (int)i + 2);
+		dec_field(c, &p->fields[i], src);
+		lua_rawset(L, tbl);
+	}
+	lua_pop(L, 1);
 }
 
 static void dec(struct bh_cctx *c, const struct bh_plan *p, const unsigned char *src)
@@ -2234,13 +2454,6 @@ static int l_kernel_type(lua_State *L)
 static const luaL_Reg type_meta[] = {
 	{ "__gc", type_gc },
 	{ "__tostring", type_tostring },
-	{ "__index", type_index },
-	{ NULL, NULL },
-};
-
-static const luaL_Reg type_methods[] = {
-	{ "encode", type_encode },
-	{ "decode", type_decode },
 	{ NULL, NULL },
 };
 
@@ -2250,21 +2463,41 @@ void bh_codec_init(lua_State *L)
 	bh_setfuncs(L, type_meta, 0);
 	lua_pushliteral(L, BH_TYPE_MT);
 	lua_setfield(L, -2, "__name");
-	lua_newtable(L);
-	bh_setfuncs(L, type_methods, 0);
-	lua_setfield(L, -2, "__methods");
+	lua_newtable(L); /* mt, methods */
+	lua_pushvalue(L, -2);
+	lua_pushcclosure(L, type_encode, 1);
+	lua_setfield(L, -2, "encode");
+	lua_pushvalue(L, -2);
+	lua_pushcclosure(L, type_decode, 1);
+	lua_setfield(L, -2, "decode");
+	lua_getfield(L, -1, "encode");
+	lua_getfield(L, -2, "decode");
+	lua_pushcclosure(L, type_index, 2);
+	lua_setfield(L, -3, "__index");
+	lua_setfield(L, -2, "__methods"); /* for the REPL's completion and the docs check */
 	lua_pop(L, 1);
 
 #ifdef BH_LUAJIT
-	if (luaL_loadstring(L, helper_src) == 0 && lua_pcall(L, 0, 2, 0) == 0) {
-		lua_pushlightuserdata(L, &unbox_key);
-		lua_insert(L, -2);
-		lua_rawset(L, LUA_REGISTRYINDEX);
-		lua_pushlightuserdata(L, &box_key);
-		lua_insert(L, -2);
-		lua_rawset(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, &slot_key);
+	memset(lua_newuserdata(L, sizeof(uint64_t)), 0, sizeof(uint64_t));
+	if (luaL_loadstring(L, helper_src) == 0) {
+		lua_pushlightuserdata(L, lua_touserdata(L, -2));
+		if (lua_pcall(L, 1, 3, 0) == 0) {
+			lua_pushlightuserdata(L, &unbox_key);
+			lua_insert(L, -2);
+			lua_rawset(L, LUA_REGISTRYINDEX);
+			lua_pushlightuserdata(L, &boxs_key);
+			lua_insert(L, -2);
+			lua_rawset(L, LUA_REGISTRYINDEX);
+			lua_pushlightuserdata(L, &boxu_key);
+			lua_insert(L, -2);
+			lua_rawset(L, LUA_REGISTRYINDEX);
+			lua_rawset(L, LUA_REGISTRYINDEX); /* the slot, anchored */
+		} else {
+			lua_pop(L, 3); /* no FFI: beyond 2^53, numbers (rounded) */
+		}
 	} else {
-		lua_pop(L, 1); /* no FFI: 64-bit values beyond 2^53 decode as numbers */
+		lua_pop(L, 3);
 	}
 #endif
 	lua_pushlightuserdata(L, &add_key);
