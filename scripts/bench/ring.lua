@@ -208,20 +208,26 @@ local function drain_case(path, label, min)
   }
 end
 
+-- Kept up with = the share of the records the consumer got; the target is
+-- all of them (no drops), against "emitted" = 100.
 local function keep_case(path)
   return {
-    name = "ring keep-up 1 MiB: " .. path,
+    name = "ring keep-up 1 MiB: " .. path .. " (% delivered)",
     measure = function()
       local k = keepup()
-      local drops = {}
-      for _, p in ipairs{"c", "raw", "typed", "view"} do
-        drops[#drops + 1] = ("%s %d (%.2f%%)"):format(p == "c" and "C" or p, k[p].lost, 100 * k[p].lost / LIVE)
+      local function pct(p) return 100 * (LIVE - k[p].lost) / LIVE end
+      local also = {{"C libbpf", pct("c")}}
+      for _, p in ipairs{"raw", "typed", "view"} do
+        if p ~= path then also[#also + 1] = {p, pct(p)} end
       end
       return {
-        unit = "M rec/s", higher = true,
-        base = {"C libbpf", k.c.rate}, run = {path, k[path].rate},
-        note = ("%d records; drops: %s; %s: target 0 drops %s; producer %.1f M/s"):format(LIVE,
-          table.concat(drops, ", "), path, k[path].lost == 0 and "ok" or "MISSED", k[path].producer),
+        unit = "%", higher = true,
+        base = {"emitted", 100}, run = {path, pct(path)}, also = also,
+        target = {a = path, b = "emitted", min = 1.0},
+        note = ("%d records from a producer at %.1f M/s; drops: C %d, raw %d, typed %d, view %d; " ..
+          "consumed at %.2f (C), %.2f (raw), %.2f (typed), %.2f (view) M/s"):format(LIVE,
+          k[path].producer, k.c.lost, k.raw.lost, k.typed.lost, k.view.lost, k.c.rate,
+          k.raw.rate, k.typed.rate, k.view.rate),
       }
     end,
   }
@@ -250,7 +256,6 @@ if arg and arg[0] and arg[0]:match("ring%.lua$") then
       line = line .. (" | x%.3f (target >= %.2f: %s)"):format(v, r.target.min, pass and "ok" or "MISSED")
     end
     if r.note then line = line .. " | " .. r.note end
-    ok = ok and not (r.note or ""):match("MISSED")
     print(line)
   end
   obj:close()
