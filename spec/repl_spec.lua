@@ -1,6 +1,6 @@
 -- The REPL driven as a person would: keys into a pseudo-terminal (tmux), the
--- screen read back. Each test gets its own tmux server (-L) and HOME, and
--- removes both.
+-- screen read back. Each test gets its own HOME and a tmux server whose
+-- socket lives in it, and removes both.
 local h = require "helper"
 local bpf = require "bpfhost"
 
@@ -16,22 +16,22 @@ Term.__index = Term
 -- file when it ends.
 local function term(cmd, setup)
   local t = setmetatable({}, Term)
-  t.sock = ("bhspec-%d-%d"):format(os.time(), math.random(1, 1e9))
   t.home = os.tmpname()
   os.remove(t.home)
   assert(h.sh("mkdir -m 0700 " .. q(t.home)) ~= nil)
+  t.sock = t.home .. "/tmux.sock" -- a private server, gone with the directory
   if setup then setup(t.home) end
   t.status = t.home .. "/status"
   local line = ("env HOME=%s TERM=xterm %s; echo \"exit=$?\" > %s; sleep 30"):format(
     q(t.home), cmd, q(t.status))
-  local out, st = h.sh(("tmux -L %s new-session -d -c \"$(pwd)\" -x 200 -y 50 %s 2>&1")
-    :format(t.sock, q(line)))
+  local out, st = h.sh(("tmux -S %s new-session -d -c \"$(pwd)\" -x 200 -y 50 %s 2>&1")
+    :format(q(t.sock), q(line)))
   assert(st == 0, out)
   return t
 end
 
 function Term:tmux(args)
-  return h.sh(("tmux -L %s %s 2>&1"):format(self.sock, args))
+  return h.sh(("tmux -S %s %s 2>&1"):format(q(self.sock), args))
 end
 
 function Term:type(text)
