@@ -51,7 +51,7 @@ describe("perfbuf", function()
 
     it("closing from its own handler waits for the poll to end", function()
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event"})
-      r.emit(o, "emit_perf", 10)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 10)
       local seen = 0
       local n = pb:poll(0, function(e)
         seen = seen + 1
@@ -67,7 +67,7 @@ describe("perfbuf", function()
 
     it("closing the object while it polls raises; collecting is harmless", function()
       local pb = bpf.perfbuf(o:get_map("perf"))
-      r.emit(o, "emit_perf", 2)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 2)
       local err
       pb:poll(0, function() err = err or h.raises(o.close, o) end)
       assert.matches("one of its buffers is being polled", err)
@@ -84,7 +84,7 @@ describe("perfbuf", function()
 
     it("hands over exactly N records in order, typed or raw, with their CPU", function()
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event", pages = 64})
-      r.emit(o, "emit_perf", 2000)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 2000)
       local got, cpus = {}, {}
       while pb:poll(0, function(e, cpu) got[#got + 1] = e; cpus[cpu] = true end) > 0 do end
       assert.equal(2000, #got)
@@ -96,7 +96,7 @@ describe("perfbuf", function()
       pb:close()
       -- raw: the kernel pads a sample so that its size + 4 is a multiple of 8
       local raw = bpf.perfbuf(o:get_map("perf"))
-      r.emit(o, "emit_perf", 3)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 3)
       local T = o:type("struct ring_event")
       local n = 0
       for s, cpu in raw:records(0) do
@@ -113,13 +113,13 @@ describe("perfbuf", function()
       local told = {}
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event", pages = 1,
         on_lost = function(cpu, n) told[cpu] = (told[cpu] or 0) + n end})
-      r.emit(o, "emit_perf", 1000)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 1000)
       local got = {}
       while pb:poll(0, function(e) got[#got + 1] = e end) > 0 do end
       assert.is_true(#got > 10 and #got < 1000, #got)
       for i, e in ipairs(got) do assert.is_true(r.valid(e, i - 1)) end
       -- the kernel reports drops with the first sample that fits again
-      r.emit(o, "emit_perf", 1)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 1)
       while pb:poll(0, function(e) got[#got + 1] = e end) > 0 do end
       assert.equal(1000, got[#got].seq)
       assert.equal(1001, #got + pb.lost)
@@ -132,7 +132,7 @@ describe("perfbuf", function()
 
     it("a raising handler stops the poll with its error; the rest stays queued", function()
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event"})
-      r.emit(o, "emit_perf", 10)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 10)
       local err = h.raises(pb.poll, pb, 0, function(e) if e.seq == 4 then error("no 4") end end)
       assert.matches("perfbuf_spec.lua:%d+: no 4", err)
       local rest = {}
@@ -143,7 +143,7 @@ describe("perfbuf", function()
 
     it("false stops; records with break leaves the rest", function()
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event"})
-      r.emit(o, "emit_perf", 10)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 10)
       assert.equal(2, pb:poll(0, function(e) return e.seq < 1 end))
       local seqs = {}
       for e in pb:records(0) do
@@ -158,7 +158,7 @@ describe("perfbuf", function()
     it("works in bpf.poll and bpf.run beside a ring", function()
       local pb = bpf.perfbuf(o:get_map("perf"), {type = "struct ring_event"})
       local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event"})
-      r.emit(o, "emit_perf", 5)
+      r.emit_on(0, o:get_map("perf"), "emit_perf", 5)
       r.emit(o, "emit", 7)
       local np, nr = 0, 0
       local n = bpf.poll({{pb, function() np = np + 1 end}, {rb, function() nr = nr + 1 end}}, 1000)

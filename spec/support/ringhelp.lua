@@ -13,6 +13,13 @@ function r.emit(obj, name, n)
   assert(p:test_run{data = r.packet, ["repeat"] = n})
 end
 
+-- The same from a process pinned to cpu (perf buffers keep one ring per CPU:
+-- pinned, the records of one call stay in one ring, in order).
+function r.emit_on(cpu, map, name, n)
+  local out, st = h.sh(("taskset -c %d %s run %d %s %d 2>&1"):format(cpu, r.ring_c, map.id, name, n))
+  assert(st == 0, out)
+end
+
 -- The same from another process (ring_c), in the background after delay
 -- seconds; returns a handle whose :wait() gives that process's output.
 function r.emit_later(map, name, n, delay)
