@@ -93,6 +93,7 @@ struct bh_map {
 	unsigned special;          /* BH_MS_* for map types that are not plain key/value */
 	char *pin_path;            /* where m:pin() put it (maps without an object) */
 	char name[BPF_OBJ_NAME_LEN];
+	int fast;                  /* read by bindings/lua/mapops.lua: see map_fast_code() */
 };
 
 #define BH_MS_KEYLESS  0x01  /* queue, stack, bloom_filter: push/pop/peek/contains */

@@ -109,6 +109,7 @@ struct bh_map *bh_map_testud(lua_State *L, int idx)
 }
 
 static void map_refresh_props(lua_State *L, int idx, struct bh_map *m);
+static void map_fast_code(struct bh_map *m);
 
 /*
  * Size the scratch buffers of m and compile its key and value plans (from
@@ -152,6 +153,7 @@ static void map_setup(lua_State *L, int idx, struct bh_map *m, const struct btf 
 	lua_pop(L, 1);
 	if (m->ktype->root->size != m->key_size || m->vtype->root->size != m->value_size)
 		luaL_error(L, "%s map '%s': BTF types do not match the map's sizes", op, m->name);
+	map_fast_code(m);
 }
 
 /*
@@ -643,6 +645,31 @@ static inline int dec_int_fast(lua_State *L, const struct bh_plan *p, const void
 	}
 	}
 	return 0;
+}
+
+/* An integer plan of 1, 2, 4 or 8 bytes as size * 2 + signed, for FFI reads; 0 otherwise. */
+static int int_code(const struct bh_plan *p)
+{
+	if (p->kind != BH_K_INT || (p->size != 1 && p->size != 2 && p->size != 4 && p->size != 8))
+		return 0;
+	return (int)p->size * 2 + (p->is_signed ? 1 : 0);
+}
+
+/*
+ * m->fast, for the LuaJIT fast path of lookup/update/delete
+ * (bindings/lua/mapops.lua): key code | value code << 8 | 0x10000 for an
+ * array (index below max_entries, no delete), when both are integers and the
+ * map has nothing else special; 0 otherwise. Kept up to date wherever the
+ * plans change.
+ */
+static void map_fast_code(struct bh_map *m)
+{
+	int k = int_code(m->ktype->root), v = int_code(m->vtype->root);
+
+	m->fast = 0;
+	if (!k || !v || m->ncpus || (m->special & ~(unsigned)(BH_MS_ARRAY | BH_MS_NODELETE)))
+		return;
+	m->fast = k | v << 8 | ((m->special & BH_MS_ARRAY) ? 0x10000 : 0);
 }
 
 static inline void array_index_check(lua_State *L, struct bh_map *m, const char *op,
@@ -1466,14 +1493,6 @@ static int push_iter_factory(lua_State *L)
 	return 1;
 }
 
-/* An integer plan of 1, 2, 4 or 8 bytes as size * 2 + signed, for FFI reads; 0 otherwise. */
-static int int_code(const struct bh_plan *p)
-{
-	if (p->kind != BH_K_INT || (p->size != 1 && p->size != 2 && p->size != 4 && p->size != 8))
-		return 0;
-	return (int)p->size * 2 + (p->is_signed ? 1 : 0);
-}
-
 /* iterate and drain: the iterator, its state, nil (see bpfhost.mapiter). */
 static int iter_start(lua_State *L, struct bh_map *m, const char *op, int drain)
 {
@@ -2140,6 +2159,7 @@ static void set_type_side(lua_State *L, int idx, struct bh_map *m, int key)
 		m->ktype = t;
 	else
 		m->vtype = t;
+	map_fast_code(m);
 }
 
 /* m:set_types{key =, value =}: type a map's keys and values by hand. */
@@ -2294,6 +2314,45 @@ static void map_refresh_props(lua_State *L, int idx, struct bh_map *m)
  * of the template, with __index a per-handle table of properties that falls
  * back to the shared methods).
  */
+/*
+ * Push bpfhost.mapops's methods (bindings/lua/mapops.lua: LuaJIT's FFI fast
+ * path of lookup, update and delete, falling back to the C ones), made once
+ * from the C methods table at -1 and cached in the registry; 0 when there
+ * are none (not LuaJIT, no require, no libbpf for the FFI), pushing nothing.
+ */
+static int push_fast_methods(lua_State *L)
+{
+	int top = lua_gettop(L);
+
+	lua_getfield(L, LUA_REGISTRYINDEX, "bpfhost.mapops.methods");
+	if (lua_istable(L, -1))
+		return 1;
+	if (lua_toboolean(L, -1) == 0 && !lua_isnil(L, -1)) {
+		lua_pop(L, 1); /* tried before: false */
+		return 0;
+	}
+	lua_pop(L, 1);
+	lua_pushboolean(L, 0);
+	lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mapops.methods");
+	lua_getglobal(L, "require");
+	if (!lua_isfunction(L, -1))
+		goto none;
+	lua_pushliteral(L, "bpfhost.mapops");
+	if (lua_pcall(L, 1, 1, 0) || !lua_isfunction(L, -1))
+		goto none;
+	lua_pushvalue(L, top);
+	lua_pushinteger(L, (lua_Integer)sizeof(struct bh_map));
+	lua_pushinteger(L, BH_MAP_MAGIC);
+	if (lua_pcall(L, 3, 1, 0) || !lua_istable(L, -1))
+		goto none;
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "bpfhost.mapops.methods");
+	return 1;
+none:
+	lua_settop(L, top);
+	return 0;
+}
+
 static struct bh_map *map_newud(lua_State *L)
 {
 	struct bh_map *m = bh_newud(L, sizeof(*m));
@@ -2323,6 +2382,17 @@ static struct bh_map *map_newud(lua_State *L)
 		lua_insert(L, -2);
 		lua_rawset(L, -4);
 	}
+	lua_pushvalue(L, -2);
+	if (push_fast_methods(L)) { /* ..., methods, props, methods, fast */
+		lua_pushnil(L);
+		while (lua_next(L, -2)) { /* ..., props, methods, fast, k, v */
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -6);
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
 	lua_remove(L, -2); /* ud, mt, template, props_mt, props */
 	lua_insert(L, -2);
 	lua_setmetatable(L, -2);

@@ -775,6 +775,50 @@ describe("map operations", function()
       end
     end)
 
+    it("lookup, update and delete give the same through LuaJIT's fast path and through C", function()
+      -- the C methods, as registered (each handle's own table may hold the Lua fast path)
+      local C = getmetatable(m).__props_mt.__index
+      assert.is_function(C.lookup)
+      for _, spec in ipairs{{"u32", "u64"}, {"s32", "s64"}, {"u8", "s16"}, {"u64", "u32"}} do
+        local t = bpf.map_create{type = "hash", key = spec[1], value = spec[2], max_entries = 8, name = "fp"}
+        local a = bpf.map_create{type = "array", key = "u32", value = spec[2], max_entries = 4, name = "fpa"}
+        local vals = spec[2] == "u64" and {0, 1, 2^53, 2^53 + 2, "18446744073709551615"}
+          or spec[2] == "s64" and {-2^53, -2^53 - 2, 2^53, -1} or {0, 1, 100}
+        for i, v in ipairs(vals) do
+          assert.equal(C.update(t, i, v), t:update(i, v))
+          assert.equal(tostring(C.lookup(t, i)), tostring(t:lookup(i)))
+          assert.equal(type(C.lookup(t, i)), type(t:lookup(i)))
+          assert.equal(tostring(C.lookup(a, i % 4)), tostring(a:lookup(i % 4)))
+          a:update(i % 4, v)
+          assert.equal(tostring(C.lookup(a, i % 4)), tostring(a:lookup(i % 4)))
+        end
+        assert.is_nil(t:lookup(7))
+        assert.is_true(t:delete(1))
+        assert.is_false(t:delete(1))
+        assert.is_false(C.delete(t, 1))
+        -- every refusal is C's own message
+        for _, bad in ipairs{{1.5, 1}, {1, 0.5}, {2^64, 1}, {1, 2^64}, {"x", 1}, {0/0, 1}} do
+          assert.equal(h.raises(C.update, t, bad[1], bad[2]), h.raises(t.update, t, bad[1], bad[2]))
+        end
+        assert.equal(h.raises(C.lookup, a, 4), h.raises(a.lookup, a, 4))
+        assert.equal(h.raises(C.delete, a, 1), h.raises(a.delete, a, 1))
+        assert.equal(h.raises(C.lookup, a, 9, {rw = 1}), h.raises(a.lookup, a, 9, {rw = 1}))
+        assert.equal("lookup: unknown option 'x' (known: raw, flags)", h.raises(t.lookup, t, 1, {x = 1}))
+        t:close(); a:close()
+        assert.equal("lookup map 'fp': map is closed", h.raises(t.lookup, t, 2))
+        assert.equal("update map 'fp': map is closed", h.raises(t.update, t, 2, 2))
+        assert.equal("delete map 'fpa': map is closed", h.raises(a.delete, a, 2))
+      end
+      -- a map without BTF typed later takes the fast path from then on, and a full one still raises
+      local raw = bpf.map_by_id(m.id)
+      raw:set_types{key = "u32", value = "u64"}
+      for i = 1, 16 do assert.is_true(raw:update(i, i)) end
+      assert.equal(16, m:lookup(16))
+      assert.equal("update map 'ops': map is full (E2BIG)", tostring(h.raises(raw.update, raw, 17, 1)))
+      assert.equal("update map 'ops': value missing (use m:delete(key) to remove)", h.raises(raw.update, raw, 17))
+      raw:close()
+    end)
+
     it("state.count counts what was handed out, also when broken off mid-chunk", function()
       for i = 1, 16 do m:update(i, i) end
       for _, opts in ipairs{{chunk = 5}, {chunk = 5, raw = true}} do

@@ -1,0 +1,157 @@
+-- bpfhost.mapops: LuaJIT's fast path of m:lookup, m:update and m:delete
+-- (bindings/map.c), for maps whose keys and values are integers.
+--
+-- A call to a C function from LuaJIT compiled code costs about as much as
+-- the rest of a map op in user space (the trace is left and re-entered), so
+-- these Lua functions make the bpf() call themselves through the FFI, and
+-- LuaJIT compiles them into the caller's trace. They take only the plain
+-- case: a map handle that is open (its fd >= 0), marked fast by C (integer
+-- key and value plans: map_fast_code()), no options or flags, numbers that
+-- fit (64-bit ones within 2^53), indexes in range. Everything else, and
+-- every failure but ENOENT, goes to the C method, which does the whole
+-- thing again and says what is wrong.
+local ffi = require "ffi"
+local bit = require "bit"
+
+if not jit then return nil end
+
+local ok, lib = pcall(ffi.load, "bpf")
+if not ok then ok, lib = pcall(ffi.load, "libbpf.so.1") end
+if not ok then return nil end
+
+pcall(ffi.cdef, [[
+int bpf_map_lookup_elem(int fd, const void *key, void *value);
+int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
+int bpf_map_delete_elem(int fd, const void *key);
+]])
+
+-- Must match struct bh_map in bh.h (checked by size below).
+if not pcall(ffi.typeof, "struct bh_mapops_map") then
+  ffi.cdef [[
+struct bh_mapops_map {
+  uint32_t magic;
+  int fd;
+  int owns_fd;
+  int closed;
+  void *map;
+  void *parent;
+  uint32_t type, key_size, value_size, max_entries, map_flags;
+  uint32_t value_bufsz;
+  int ncpus;
+  void *ktype, *vtype;
+  unsigned char *kbuf, *vbuf, *kbuf2;
+  unsigned special;
+  char *pin_path;
+  char name[16];
+  int fast;
+};
+]]
+end
+
+local cast, errno, type, floor, getmetatable = ffi.cast, ffi.errno, type, math.floor, getmetatable
+local band, rshift = bit.band, bit.rshift
+local MAP = ffi.typeof("struct bh_mapops_map *")
+local ENOENT = 2
+local LIMIT = 2 ^ 53
+
+-- By int code (size * 2 + signed, map.c's int_code): a one-element buffer and
+-- the range a number must be in to go there as it is.
+local codes = {}
+for code, d in pairs{
+  [2] = {"uint8_t", 0, 255}, [3] = {"int8_t", -128, 127},
+  [4] = {"uint16_t", 0, 65535}, [5] = {"int16_t", -32768, 32767},
+  [8] = {"uint32_t", 0, 4294967295}, [9] = {"int32_t", -2147483648, 2147483647},
+  [16] = {"uint64_t", 0, LIMIT}, [17] = {"int64_t", -LIMIT, LIMIT},
+} do
+  codes[code] = {buf = ffi.new(d[1] .. "[1]"), lo = d[2], hi = d[3], code = code}
+end
+-- keys and values need their own buffers (a u32 -> u32 map uses both)
+local vcodes = {}
+for code, c in pairs(codes) do
+  vcodes[code] = {buf = ffi.new(ffi.typeof(c.buf)), lo = c.lo, hi = c.hi, code = code}
+end
+
+-- The payload of m when m is an open fast map handle, else nil.
+local function fast_map(m, magic)
+  if type(m) ~= "userdata" then return nil end
+  local mt = getmetatable(m)
+  if type(mt) ~= "table" or mt.__name ~= "bpfhost.map" then return nil end
+  local h = cast(MAP, m)
+  if h.magic ~= magic or h.fd < 0 or h.fast == 0 then return nil end
+  return h
+end
+
+-- The key buffer holding k, or nil when k is not a plain fit.
+local function key_of(h, k)
+  if type(k) ~= "number" then return nil end
+  local f = h.fast
+  local c = codes[band(f, 0xff)]
+  if not (k >= c.lo and k <= c.hi and floor(k) == k) then return nil end
+  if band(f, 0x10000) ~= 0 and k >= h.max_entries then return nil end
+  c.buf[0] = k
+  return c.buf
+end
+
+-- The value in c's buffer as the codec gives it: 64-bit ones beyond 2^53 as
+-- cdata (compared as integers: exact, and unsigned against no negative bound).
+local function read(c)
+  local x = c.buf[0]
+  local code = c.code
+  if code == 16 then
+    if x <= LIMIT then return tonumber(x) end
+    return x
+  elseif code == 17 then
+    if x >= -LIMIT and x <= LIMIT then return tonumber(x) end
+    return x
+  end
+  return tonumber(x)
+end
+
+return function(methods, map_size, magic)
+  if ffi.sizeof("struct bh_mapops_map") ~= map_size then return nil end
+  local c_lookup, c_update, c_delete = methods.lookup, methods.update, methods.delete
+
+  -- varargs: the C method gets exactly what the caller gave ("got no value")
+  local function lookup(...)
+    local m, k, opts = ...
+    local h = opts == nil and fast_map(m, magic)
+    if h then
+      local kb = key_of(h, k)
+      if kb then
+        local vc = vcodes[band(rshift(h.fast, 8), 0xff)]
+        if lib.bpf_map_lookup_elem(h.fd, kb, vc.buf) == 0 then return read(vc) end
+        if errno() == ENOENT then return nil end
+      end
+    end
+    return c_lookup(...)
+  end
+
+  local function update(...)
+    local m, k, v, flags = ...
+    local h = flags == nil and type(v) == "number" and fast_map(m, magic)
+    if h then
+      local kb = key_of(h, k)
+      local vc = vcodes[band(rshift(h.fast, 8), 0xff)]
+      if kb and v >= vc.lo and v <= vc.hi and floor(v) == v then
+        vc.buf[0] = v
+        if lib.bpf_map_update_elem(h.fd, kb, vc.buf, 0) == 0 then return true end
+      end
+    end
+    return c_update(...)
+  end
+
+  local function delete(...)
+    local m, k, opts = ...
+    local h = opts == nil and fast_map(m, magic)
+    if h and band(h.fast, 0x10000) == 0 then
+      local kb = key_of(h, k)
+      if kb then
+        if lib.bpf_map_delete_elem(h.fd, kb) == 0 then return true end
+        if errno() == ENOENT then return false end
+      end
+    end
+    return c_delete(...)
+  end
+
+  return {lookup = lookup, update = update, delete = delete}
+end
