@@ -36,10 +36,7 @@
 #define RB_VIEW_MAX 65536         /* records per view drain, between interrupt checks */
 #define RB_MAX_VIEW_RING (1u << 30)
 
-/* The kernel's ring buffer record header (uapi BPF_RINGBUF_*). */
-#define RB_BUSY_BIT    (1u << 31)
-#define RB_DISCARD_BIT (1u << 30)
-#define RB_HDR_SZ      8
+#define RB_HDR_SZ   8             /* batch records, like the kernel's: {u32 len, u32} */
 
 /*
  * What ringview.lua reads and writes through the FFI; its cdef must match

@@ -71,7 +71,14 @@ local function ctype(decl)
 end
 
 -- The view of a ring: its shared block and the pointer type of its records.
+-- The walk in M.view reads a record's header, then its data, with plain
+-- loads: right under x86-64's ordering (loads are not reordered with
+-- loads), not under arm64's, where it would need barriers LuaJIT cannot
+-- emit. So the view is for x86-64 only.
 function M.setup(lud, size, decl)
+  if jit.arch ~= "x64" then
+    error("ringbuf: view: needs x86-64 (this is " .. jit.arch .. "); copy records instead", 0)
+  end
   return shared(lud, size), ctype(decl)
 end
 
