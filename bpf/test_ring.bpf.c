@@ -52,10 +52,18 @@ struct ring_mixed {
 	float f;
 };
 
+/* Beyond the generated decoder (a 64-bit bitfield, a long array): decoded in C. */
+struct ring_wide {
+	__u64 seq;
+	__u64 wide : 40, rest : 24;
+	__u16 arr[600];
+};
+
 /* Keep the record types in BTF for obj:type (ring maps carry no value type). */
 const struct ring_event *unused_ring_event __attribute__((unused));
 const struct ring_sample *unused_ring_sample __attribute__((unused));
 const struct ring_mixed *unused_ring_mixed __attribute__((unused));
+const struct ring_wide *unused_ring_wide __attribute__((unused));
 
 BH_RINGBUF(ring, 1 << 20);     /* large: N records fit */
 BH_RINGBUF(small, 4096);       /* one page: overflows */
@@ -73,7 +81,12 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 64 * 1024);
-} ring3 SEC(".maps");          /* struct ring_mixed records */           /* what echo_user read from the user ring */
+} ring3 SEC(".maps");          /* struct ring_mixed records */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ring4 SEC(".maps");          /* struct ring_wide records */           /* what echo_user read from the user ring */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
@@ -102,7 +115,7 @@ struct {
 	__type(value, __u64);
 } not_a_ring SEC(".maps");
 
-__u64 seq_ring, seq_ring2, seq_small, seq_perf, seq_var, seq_mixed;
+__u64 seq_ring, seq_ring2, seq_small, seq_perf, seq_var, seq_mixed, seq_wide;
 
 static __always_inline void fill(struct ring_event *e, __u64 seq)
 {
@@ -238,6 +251,24 @@ int emit_mixed(struct xdp_md *ctx)
 		__builtin_memcpy(&m->f, &f, 4);
 	}
 	bpf_ringbuf_submit(m, 0);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int emit_wide(struct xdp_md *ctx)
+{
+	__u64 seq = __sync_fetch_and_add(&seq_wide, 1);
+	struct ring_wide *w = bpf_ringbuf_reserve(&ring4, sizeof(*w), 0);
+	int i;
+
+	if (!w)
+		return XDP_PASS;
+	w->seq = seq;
+	w->wide = 0xabcdef0123ULL + seq;
+	w->rest = 0x123456 - seq;
+	for (i = 0; i < 600; i++)
+		w->arr[i] = (__u16)(seq + i);
+	bpf_ringbuf_submit(w, 0);
 	return XDP_PASS;
 }
 
