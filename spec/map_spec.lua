@@ -819,6 +819,30 @@ describe("map operations", function()
       raw:close()
     end)
 
+    it("update_batch keeps C's semantics on the fast path: chunks of 1024, errors, arrays", function()
+      local big = bpf.map_create{type = "hash", key = "u32", value = "u64", max_entries = 4096, name = "ub"}
+      local t = {}
+      for i = 1, 2500 do t[i] = {i, i} end
+      t[2000] = {2000, "x"}
+      assert.equal("update_batch map 'ub': value: 'x' is not an integer", h.raises(big.update_batch, big, t))
+      assert.equal(1024, big:count()) -- the first chunk went in, the second was refused as a whole
+      t[2000] = {2000, 2000}
+      assert.equal(2500, big:update_batch(t))
+      local kv = {}
+      for i = 3001, 3100 do kv[i] = i * 2 end
+      assert.equal(100, big:update_batch(kv))
+      assert.equal(6200, big:lookup(3100))
+      -- a table with a metatable is read raw, as C reads it
+      local proxied = setmetatable({}, {__index = function() return {1, 1} end})
+      assert.equal(0, big:update_batch(proxied))
+      local a = bpf.map_create{type = "array", key = "u32", value = "u32", max_entries = 4, name = "uba"}
+      assert.equal(2, a:update_batch{{0, 7}, {3, 9}})
+      assert.same({7, 0, 0, 9}, (a:lookup_batch{0, 1, 2, 3}))
+      assert.equal("update_batch map 'uba': key: index 4 is out of range (0..3)", h.raises(a.update_batch, a, {{1, 1}, {4, 1}}))
+      assert.equal(0, a:lookup(1))
+      big:close(); a:close()
+    end)
+
     it("state.count counts what was handed out, also when broken off mid-chunk", function()
       for i = 1, 16 do m:update(i, i) end
       for _, opts in ipairs{{chunk = 5}, {chunk = 5, raw = true}} do

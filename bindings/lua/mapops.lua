@@ -23,6 +23,8 @@ pcall(ffi.cdef, [[
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
 int bpf_map_delete_elem(int fd, const void *key);
+int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count,
+                         const void *opts);
 ]])
 
 -- Must match struct bh_map in bh.h (checked by size below).
@@ -63,12 +65,13 @@ for code, d in pairs{
   [8] = {"uint32_t", 0, 4294967295}, [9] = {"int32_t", -2147483648, 2147483647},
   [16] = {"uint64_t", 0, LIMIT}, [17] = {"int64_t", -LIMIT, LIMIT},
 } do
-  codes[code] = {buf = ffi.new(d[1] .. "[1]"), lo = d[2], hi = d[3], code = code}
+  codes[code] = {buf = ffi.new(d[1] .. "[1]"), vla = ffi.typeof(d[1] .. "[?]"), lo = d[2],
+    hi = d[3], code = code}
 end
 -- keys and values need their own buffers (a u32 -> u32 map uses both)
 local vcodes = {}
 for code, c in pairs(codes) do
-  vcodes[code] = {buf = ffi.new(ffi.typeof(c.buf)), lo = c.lo, hi = c.hi, code = code}
+  vcodes[code] = {buf = ffi.new(ffi.typeof(c.buf)), vla = c.vla, lo = c.lo, hi = c.hi, code = code}
 end
 
 -- The payload of m when m is an open fast map handle, else nil.
@@ -107,9 +110,92 @@ local function read(c)
   return tonumber(x)
 end
 
+-- update_batch: chunks of CHUNK keys and values, per int code.
+local CHUNK = 1024
+local kbatch, vbatch = {}, {}
+local count = ffi.new("uint32_t[1]")
+local function batch_bufs(kcode, vcode)
+  local kb, vb = kbatch[kcode], vbatch[vcode]
+  if not kb then
+    kb = codes[kcode].vla(CHUNK)
+    kbatch[kcode] = kb
+  end
+  if not vb then
+    vb = codes[vcode].vla(CHUNK)
+    vbatch[vcode] = vb
+  end
+  return kb, vb
+end
+
+-- Whether k -> v goes to the kernel as it is (see key_of).
+local function plain(h, kc, vc, k, v)
+  return type(k) == "number" and type(v) == "number" and k >= kc.lo and k <= kc.hi
+    and floor(k) == k and v >= vc.lo and v <= vc.hi and floor(v) == v
+    and (band(h.fast, 0x10000) == 0 or k < h.max_entries)
+end
+
 return function(methods, map_size, magic)
   if ffi.sizeof("struct bh_mapops_map") ~= map_size then return nil end
   local c_lookup, c_update, c_delete = methods.lookup, methods.update, methods.delete
+  local c_update_batch = methods.update_batch
+
+  -- Write the n elements of t (a list of {k, v}, or k -> v) in chunks; false
+  -- when the kernel refused one (the C method then does it all again, with
+  -- its error; rewriting what went through gives the same values).
+  local function write(h, kcode, vcode, n, t, pairs_form)
+    local kb, vb = batch_bufs(kcode, vcode)
+    local j = 0
+    local function flush()
+      count[0] = j
+      local r = lib.bpf_map_update_batch(h.fd, kb, vb, count, nil)
+      j = 0
+      return r == 0
+    end
+    if pairs_form then
+      for i = 1, n do
+        local p = t[i]
+        kb[j], vb[j] = p[1], p[2]
+        j = j + 1
+        if j == CHUNK and not flush() then return false end
+      end
+    else
+      for k, v in pairs(t) do
+        kb[j], vb[j] = k, v
+        j = j + 1
+        if j == CHUNK and not flush() then return false end
+      end
+    end
+    return j == 0 or flush()
+  end
+
+  -- Only without flags ("noexist"/"exist" skip per element: C does that).
+  local function update_batch(...)
+    local m, t, flags = ...
+    -- raw access like C's: no table with a metatable here
+    local h = flags == nil and select("#", ...) == 2 and type(t) == "table"
+      and getmetatable(t) == nil and fast_map(m, magic)
+    if h then
+      local f = h.fast
+      local kcode, vcode = band(f, 0xff), band(rshift(f, 8), 0xff)
+      local kc, vc = codes[kcode], codes[vcode]
+      local n, ok = #t, true
+      local pairs_form = type(t[1]) == "table"
+      if pairs_form then
+        for i = 1, n do
+          local p = t[i]
+          if type(p) ~= "table" or not plain(h, kc, vc, p[1], p[2]) then ok = false break end
+        end
+      else
+        n = 0
+        for k, v in pairs(t) do
+          if not plain(h, kc, vc, k, v) then ok = false break end
+          n = n + 1
+        end
+      end
+      if ok and n > 0 and write(h, kcode, vcode, n, t, pairs_form) then return n end
+    end
+    return c_update_batch(...)
+  end
 
   -- varargs: the C method gets exactly what the caller gave ("got no value")
   local function lookup(...)
@@ -153,5 +239,5 @@ return function(methods, map_size, magic)
     return c_delete(...)
   end
 
-  return {lookup = lookup, update = update, delete = delete}
+  return {lookup = lookup, update = update, delete = delete, update_batch = update_batch}
 end
