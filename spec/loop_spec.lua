@@ -2,6 +2,12 @@ local h = require "helper"
 local r = require "ringhelp"
 local bpf = require "bpfhost"
 
+-- A script for a bpfhost process of its own.
+local function script(body)
+  return ("package.cpath = %q .. package.cpath\nlocal bpf = require 'bpfhost'\n%s")
+    :format(h.build .. "/lib/?.so;", body)
+end
+
 describe("loop", function()
   context("arguments", function()
     it("checks sleep, poll and run arguments before waiting", function()
@@ -24,7 +30,7 @@ describe("loop", function()
     end)
   end)
 
-  context("timers", function()
+  context("lifetime", function()
     it("runs a tick until it returns false, or until the timeout", function()
       local n = 0
       assert.equal("stopped", bpf.run{every = 0.001, tick = function() n = n + 1; return n < 5 end})
@@ -81,11 +87,6 @@ describe("loop", function()
   end)
 
   context("signals", function()
-    local function script(body)
-      return ("package.cpath = %q .. package.cpath\nlocal bpf = require 'bpfhost'\n%s")
-        :format(h.build .. "/lib/?.so;", body)
-    end
-
     it("SIGINT and SIGTERM end bpf.sleep with an EINTR error; the host exits 130/143", function()
       for _, sig in ipairs{{"INT", 130, "SIGINT"}, {"TERM", 143, "SIGTERM"}} do
         local pid, path = r.start(script([[
@@ -102,7 +103,27 @@ describe("loop", function()
       end
     end)
 
-    it("#root SIGINT inside bpf.run with a JIT-hot tick: exit 0 within a second, no link left", function()
+    it("after bpf.run raised, the host's SIGINT handling is back", function()
+      local pid, path = r.start(script([[
+        require("jit").off()
+        assert(not pcall(bpf.run, {every = 0.001, tick = function() error("boom") end}))
+        print("ready"); io.stdout:flush()
+        local t = os.time()
+        while os.time() - t < 20 do end
+        print("not interrupted")]]))
+      finally(function() r.kill(pid) end)
+      r.wait_for(path, "ready")
+      local rc, ms, out = r.signal_and_wait(pid, path, "INT")
+      assert.equal(130, rc, out)
+      assert.is_true(ms < 1000, ms)
+      assert.not_matches("not interrupted", out)
+      assert.matches("interrupted!", out)
+    end)
+
+  end)
+
+  context("#root kernel", function()
+    it("SIGINT inside bpf.run with a JIT-hot tick: exit 0 within a second, no link left", function()
       for _, sig in ipairs{"INT", "TERM"} do
         local pid, path = r.start(script(([[
           local obj = bpf.load(%q)
@@ -128,7 +149,7 @@ describe("loop", function()
       end
     end)
 
-    it("#root a signal inside a handler that never ends: the second one kills, links go with it", function()
+    it("a signal inside a handler that never ends: the second one kills, links go with it", function()
       local pid, path = r.start(script(([[
         local obj = bpf.load(%q)
         obj:attach()
@@ -149,25 +170,7 @@ describe("loop", function()
       assert.equal(0, r.links_for("ring_tp_getppid"))
     end)
 
-    it("after bpf.run raised, the host's SIGINT handling is back", function()
-      local pid, path = r.start(script([[
-        require("jit").off()
-        assert(not pcall(bpf.run, {every = 0.001, tick = function() error("boom") end}))
-        print("ready"); io.stdout:flush()
-        local t = os.time()
-        while os.time() - t < 20 do end
-        print("not interrupted")]]))
-      finally(function() r.kill(pid) end)
-      r.wait_for(path, "ready")
-      local rc, ms, out = r.signal_and_wait(pid, path, "INT")
-      assert.equal(130, rc, out)
-      assert.is_true(ms < 1000, ms)
-      assert.not_matches("not interrupted", out)
-      assert.matches("interrupted!", out)
-    end)
-
     it("SIGINT ends a records() wait with an EINTR error", function()
-      if not h.is_root then return pending("needs root") end
       local pid, path = r.start(script(([[
         local obj = bpf.load(%q)
         local ring = bpf.ringbuf(obj:get_map("ring"))
@@ -182,5 +185,5 @@ describe("loop", function()
       assert.equal(0, rc, out)
       assert.matches("EINTR\npoll\tEINTR", out)
     end)
-  end)
+   end)
 end)
