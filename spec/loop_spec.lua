@@ -86,7 +86,7 @@ describe("loop", function()
     end)
   end)
 
-  context("signals", function()
+  context("#root signals", function()
     it("SIGINT and SIGTERM end bpf.sleep with an EINTR error; the host exits 130/143", function()
       for _, sig in ipairs{{"INT", 130, "SIGINT"}, {"TERM", 143, "SIGTERM"}} do
         local pid, path = r.start(script([[
