@@ -561,9 +561,15 @@ static int l_open_pinned(lua_State *L)
 	}
 	kind = fd_kind(fd);
 	switch (kind) {
-	case OBJ_MAP:
+	case OBJ_MAP: {
+		struct bh_map *m;
+
 		bh_map_push_fd(L, fd, 1, "open_pinned");
+		m = bh_map_testud(L, -1);
+		if (m && !m->pin_path)
+			m->pin_path = strdup(path); /* for m:info().pinned and m:unpin() */
 		return 1;
+	}
 	case OBJ_LINK: {
 		struct bpf_link *link;
 

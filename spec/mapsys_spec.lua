@@ -242,6 +242,7 @@ describe("maps from outside an object", function()
       m:update("a", {packets = 1})
       local pm = bpf.open_pinned(dir .. "/stats")
       assert.equal(m.id, pm.id)
+      assert.equal(dir .. "/stats", pm:info().pinned)
       assert.equal(1, pm:lookup("a").packets) -- typed by the BTF the kernel holds
       local link = o:program("touch"):attach()
       link:pin(dir .. "/touch")
