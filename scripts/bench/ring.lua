@@ -151,10 +151,12 @@ local function keep(path)
   end
   local cmd = ("%s run %d produce_live %d 2>&1"):format(ring_c, live.id, LIVE)
   if path == "c" then
-    prod = assert(io.popen(cmd))
-    local out = sh(("%s keep %d %d %d 60 2>&1"):format(ring_c, live.id, live_lost.id, LIVE))
-    local pout = prod:read("*a")
-    prod:close()
+    -- the consumer first (it must be set up before records come), then the producer
+    local cons = assert(io.popen(("%s keep %d %d %d 60 2>&1"):format(ring_c, live.id, live_lost.id, LIVE)))
+    bpf.sleep(0.3)
+    local pout = sh(cmd)
+    local out = cons:read("*a")
+    cons:close()
     local got, lost, secs = out:match("^(%d+) (%d+) ([%d.]+)")
     local ns = tonumber(pout:match("^%d+ (%d+)")) or 0
     return tonumber(got) / tonumber(secs) / 1e6, tonumber(lost), 1e3 / math.max(ns, 1)
