@@ -74,6 +74,8 @@ struct bh_object {
  * A map handle. Its metatable is its own (so that m.name and friends are
  * plain table fields and m:lookup resolves without a C __index), so the hot
  * path recognises a map by size and magic instead of by metatable.
+ * bindings/lua/mapops.lua mirrors this struct for LuaJIT's FFI (checked by
+ * size only): change them together.
  */
 struct bh_map {
 	uint32_t magic;
