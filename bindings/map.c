@@ -2905,6 +2905,7 @@ void bh_map_init(lua_State *L)
 	lua_newtable(L);
 	bh_setfuncs(L, map_methods, 0);
 	bh_mmap_init(L);
+	bh_mapcfg_register(L);
 	lua_setfield(L, -2, "__index");
 	lua_setfield(L, -2, "__props_mt");
 	lua_pop(L, 1);
