@@ -576,12 +576,19 @@ describe("codec", function()
       assert.equal(4, #v6.in6_u.u6_addr32)
       assert_bytes(a, A6:encode({in6_u = {u6_addr8 = a}}))
       assert_bytes(a, A6:encode(v6))
-      -- a large type with everything in it: zero bytes round-trip
+      -- a field named like a Lua keyword
+      local RES = bpf.kernel_type("struct resource")
+      assert.equal(2, RES:decode(RES:encode({start = 1, ["end"] = 2}))["end"])
+      -- a large type with everything in it (and more fields than one Lua
+      -- call takes arguments: decoded key by key): zero bytes round-trip
       local T = bpf.kernel_type("struct task_struct")
       local zero = string.rep("\0", T.size)
       assert_bytes(zero, T:encode({}))
       assert_bytes(zero, T:encode(T:decode(zero)))
       assert.equal("task_struct", T:decode(T:encode({comm = "task_struct"})).comm)
+      local nfields = 0
+      for _ in pairs(T:decode(zero)) do nfields = nfields + 1 end
+      assert.is_true(nfields > 120)
       assert.equal("kernel_type: no type 'struct no_such_thing' in this BTF, and it is not a scalar (u8..u64, s8..s64, int, char, bool, float, double, ...)",
         h.raises(bpf.kernel_type, "struct no_such_thing"))
     end)
