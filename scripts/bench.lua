@@ -249,21 +249,23 @@ Ratios come from alternating each case's contenders in one process; absolute
 times drift 20-40% between runs on a shared machine, ratios much less.
 ]]
 
+-- Keep one section per case file (the newest), in file name order.
 local function write_results(sections)
   local f = io.open(RESULTS)
-  local old = f and f:read("*a") or HEAD
+  local old = f and f:read("*a") or ""
   if f then f:close() end
-  for file, text in pairs(sections) do
-    local s, e = old:find(("<!-- bench:%s -->.-<!-- /bench:%s -->"):format(file:gsub("%p", "%%%0"),
-      file:gsub("%p", "%%%0")))
-    if s then
-      old = old:sub(1, s - 1) .. text .. old:sub(e + 1)
-    else
-      old = old:gsub("%s*$", "") .. "\n\n" .. text .. "\n"
-    end
+  local text = {}
+  for name, body in old:gmatch("<!%-%- bench:(%S+) %-%->(.-)<!%-%- /bench:%1 %-%->") do
+    text[name] = ("<!-- bench:%s -->%s<!-- /bench:%s -->"):format(name, body, name)
   end
+  for name, t in pairs(sections) do text[name] = t end
+  local names = {}
+  for name in pairs(text) do names[#names + 1] = name end
+  table.sort(names)
+  local out = {(HEAD:gsub("%s+$", ""))}
+  for _, name in ipairs(names) do out[#out + 1] = text[name] end
   f = assert(io.open(RESULTS, "w"))
-  f:write((old:gsub("\n\n\n+", "\n\n")))
+  f:write(table.concat(out, "\n\n"), "\n")
   f:close()
 end
 
