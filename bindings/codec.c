@@ -438,13 +438,15 @@ static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struc
 		if (btf_is_enum(t)) {
 			const struct btf_enum *e = btf_enum(t) + i;
 
-			p->enums[i].name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
+			p->enums[i].name =
+				astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
 			p->enums[i].val = p->is_signed ? (int64_t)(int32_t)e->val
 						       : (int64_t)(uint32_t)e->val;
 		} else {
 			const struct btf_enum64 *e = btf_enum64(t) + i;
 
-			p->enums[i].name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
+			p->enums[i].name =
+				astrdup(c->L, c->ty, btf__name_by_offset(c->btf, e->name_off));
 			p->enums[i].val = (int64_t)btf_enum64_value(e);
 		}
 	}
@@ -973,7 +975,8 @@ static int type_index(lua_State *L)
 /* ------------------------------------------------------------------------ */
 /* -- Errors with a path -------------------------------------------------- */
 
-#define MAXSEG ((int)(sizeof(((struct bh_cctx *)0)->seg) / sizeof(((struct bh_cctx *)0)->seg[0])))
+#define MAXSEG ((int)(sizeof(((struct bh_cctx *)0)->seg) / \
+		      sizeof(((struct bh_cctx *)0)->seg[0])))
 
 int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 {
@@ -1304,7 +1307,8 @@ static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 		}
 		if (!parse_int_string(s, len, &v)) {
 			if (p->kind == BH_K_ENUM)
-				bh_codec_error(c, "%s is not a value of %s", show(L, idx, sb, sizeof(sb)),
+				bh_codec_error(c, "%s is not a value of %s",
+					       show(L, idx, sb, sizeof(sb)),
 					       p->cname);
 			bh_codec_error(c, "%s is not an integer", show(L, idx, sb, sizeof(sb)));
 		}
@@ -1343,9 +1347,11 @@ static __attribute__((noinline, noreturn)) void range_fail(struct bh_cctx *c,
 	char sb[48], a[48], b[48];
 
 	if (!p->is_signed && v < 0)
-		bh_codec_error(c, "%s is negative for an unsigned field", i128_str(v, sb, sizeof(sb)));
+		bh_codec_error(c, "%s is negative for an unsigned field",
+			       i128_str(v, sb, sizeof(sb)));
 	if (bits != p->size * 8)
-		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)), bits);
+		bh_codec_error(c, "%s does not fit a %u-bit field", i128_str(v, sb, sizeof(sb)),
+			       bits);
 	bh_codec_error(c, "%s does not fit %s (%s..%s)", i128_str(v, sb, sizeof(sb)), p->cname,
 		       i128_str(lo, a, sizeof(a)), i128_str(hi, b, sizeof(b)));
 }
@@ -1870,11 +1876,13 @@ static void unions_check(struct bh_cctx *c, const struct bh_plan *p, const struc
 			enc_field(c, f, top + 2, tmp);
 			bad = memcmp(tmp + f->off, dst + f->off, f->plan->size) != 0;
 		}
-		if (bad)
-			bh_codec_error(c, "'%s' and '%s' share a union: give one of them, or values "
-					  "that agree",
-				       p->fields[m == u->used[g] ? u->rival[g] - 1 : u->who[g]].name,
-				       f->name);
+		if (bad) {
+			int other = m == u->used[g] ? u->rival[g] - 1 : u->who[g];
+
+			bh_codec_error(c, "'%s' and '%s' share a union: give one of them, or "
+					  "values that agree",
+				       p->fields[other].name, f->name);
+		}
 		lua_settop(L, top + 1);
 	}
 }
@@ -1898,7 +1906,8 @@ static void enc_struct(struct bh_cctx *c, const struct bh_plan *p, int idx, unsi
 	int base = lua_gettop(L), top;
 
 	if (unlikely(lua_type(L, idx) != LUA_TTABLE))
-		bh_codec_error(c, "expected a table for %s, got %s", p->cname, luaL_typename(L, idx));
+		bh_codec_error(c, "expected a table for %s, got %s", p->cname,
+			       luaL_typename(L, idx));
 	luaL_checkstack(L, 8, "value nests too deeply");
 	if (p->ngroups)
 		unions_init(L, &u, p->ngroups);
@@ -2371,7 +2380,8 @@ static int l_sum(lua_State *L)
 		for (i = 2; i <= n; i++) {
 			lua_rawgeti(L, 1, i);
 			if (!is_num(L, -1))
-				luaL_error(L, "bpf.sum: values[%d] is a %s where values[1] is a number",
+				luaL_error(L,
+					   "bpf.sum: values[%d] is a %s where values[1] is a number",
 					   i, luaL_typename(L, -1));
 			sum_add(L);
 		}
