@@ -1550,7 +1550,12 @@ static int collect(lua_State *L, const char *op, int what, int drain)
 		lua_newtable(L);
 		tidx = lua_gettop(L);
 		if (what == COLLECT_DUMP) {
-			luaL_getmetatable(L, "bpfhost.dump");
+			/* its own metatable: __map lets the printer lay out the map's types */
+			lua_createtable(L, 0, 2);
+			lua_pushliteral(L, "bpfhost.dump");
+			lua_setfield(L, -2, "__name");
+			lua_pushvalue(L, 1);
+			lua_setfield(L, -2, "__map");
 			lua_setmetatable(L, tidx);
 		}
 	}

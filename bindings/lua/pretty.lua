@@ -587,7 +587,11 @@ local by_name = {
 
 function special(v, st)
   local kind = by_name[mtname(v)] or info_kind(v)
-  if kind == "dump" then return dump(v, nil, st) end
+  if kind == "dump" then
+    local mt = getmetatable(v)
+    local m = type(mt) == "table" and rawget(mt, "__map") or nil
+    return dump(v, m and { map = m } or nil, st)
+  end
   if kind == "map" then return pp.maps(v) end
   if kind == "prog" then return pp.programs(v) end
   if kind == "link" then return pp.links(v) end
