@@ -369,6 +369,43 @@ static struct bh_plan *compile_composite(struct compiler *c, uint32_t id, const 
 	return p;
 }
 
+/*
+ * A DATASEC (.bss, .data, .rodata: the value type of a global section's map)
+ * is a struct whose fields are the section's variables, at their offsets.
+ */
+static struct bh_plan *compile_datasec(struct compiler *c, uint32_t id, const struct btf_type *t)
+{
+	struct bh_plan *p = new_plan(c, BH_K_STRUCT, t->size);
+	const struct btf_var_secinfo *vi = btf_var_secinfos(t);
+	uint32_t n = btf_vlen(t), pos = 0, i;
+
+	p->cname = type_cname(c, id);
+	p->fields = aalloc(c->L, c->ty, sizeof(struct bh_field) * (n ? n : 1));
+	p->groups = aalloc(c->L, c->ty, sizeof(struct bh_group));
+	for (i = 0; i < n; i++, vi++) {
+		const struct btf_type *v = btf__type_by_id(c->btf, vi->type);
+		struct bh_field *f;
+
+		if (!v || !btf_is_var(v))
+			continue;
+		f = &p->fields[pos++];
+		f->name = astrdup(c->L, c->ty, btf__name_by_offset(c->btf, v->name_off));
+		f->off = vi->offset;
+		f->plan = compile(c, v->type);
+	}
+	p->count = pos;
+	p->names_ref = c->ty->names_ref;
+	p->names_base = c->nnames;
+	make_ctor(c, p);
+	lua_rawseti(c->L, c->names, ++c->nnames);
+	for (i = 0; i < pos; i++) {
+		lua_pushstring(c->L, p->fields[i].name);
+		p->fields[i].name = lua_tostring(c->L, -1);
+		lua_rawseti(c->L, c->names, ++c->nnames);
+	}
+	return p;
+}
+
 static struct bh_plan *compile_int(struct compiler *c, uint32_t id, const struct btf_type *t)
 {
 	uint8_t enc = btf_int_encoding(t);
@@ -517,6 +554,9 @@ static struct bh_plan *compile(struct compiler *c, uint32_t id)
 	case BTF_KIND_STRUCT:
 	case BTF_KIND_UNION:
 		p = compile_composite(c, id, t);
+		break;
+	case BTF_KIND_DATASEC:
+		p = compile_datasec(c, id, t);
 		break;
 	case BTF_KIND_FWD:
 		luaL_error(c->L, "type '%s' is incomplete (only declared)",

@@ -767,6 +767,18 @@ static int l_exporter(lua_State *L)
 	int fd, one = 1, err, v6;
 
 	lua_settop(L, 1);
+	/*
+	 * The metric definitions (ex:counter, ...) are Lua, loaded on the first
+	 * bpf.exporter() rather than when the module opens: start-up stays light.
+	 */
+	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+	lua_getfield(L, -1, "bpfhost.exporter");
+	if (lua_isnil(L, -1)) {
+		lua_getglobal(L, "require");
+		lua_pushliteral(L, "bpfhost.exporter");
+		lua_call(L, 1, 0);
+	}
+	lua_settop(L, 1);
 	bh_opt_check(L, 1, "exporter", exporter_opts);
 	if (lua_isnil(L, 1)) {
 		lua_newtable(L);

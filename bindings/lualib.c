@@ -9,7 +9,7 @@
 #include "bh.h"
 #include "lua_modules.h" /* generated: struct { name, src, len } lua_modules[] */
 
-static const char *const autoload[] = { "pp", "exporter", NULL };
+static const char *const autoload[] = { "pp", NULL };
 
 static int preload_loader(lua_State *L)
 {

@@ -41,14 +41,6 @@ function h.tmp_bpffs()
   return dir, function() h.sh("rm -rf " .. dir) end
 end
 
--- Count of links the kernel holds for programs named name.
-function h.links_for(progname)
-  local out = h.sh("bpftool link show 2>/dev/null; bpftool perf show 2>/dev/null")
-  local n = 0
-  for _ in out:gmatch(progname) do n = n + 1 end
-  return n
-end
-
 -- This process's pid (the tgid BPF programs see).
 function h.pid()
   local f = assert(io.open("/proc/self/stat"))
