@@ -378,11 +378,26 @@ static uint64_t parse_opts(lua_State *L, int idx, const char *op, struct bh_map 
 	*raw = 0;
 	if (lua_type(L, idx) != LUA_TTABLE)
 		return parse_flags(L, idx, op, m);
-	bh_opt_check(L, idx, op, lookup_opts);
-	*raw = bh_opt_bool(L, idx, "raw", 0);
-	lua_getfield(L, idx, "flags");
-	flags = parse_flags(L, lua_gettop(L), op, m);
-	lua_pop(L, 1);
+	/*
+	 * One pass over the table: no lua_getfield (it would intern its key on
+	 * every call) and no separate check for unknown names.
+	 */
+	flags = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		size_t n;
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
+
+		if (k && n == 3 && !memcmp(k, "raw", 3)) {
+			*raw = lua_toboolean(L, -1);
+		} else if (k && n == 5 && !memcmp(k, "flags", 5)) {
+			flags = parse_flags(L, lua_gettop(L), op, m);
+		} else {
+			lua_pop(L, 2);
+			bh_opt_check(L, idx, op, lookup_opts); /* raises, naming the key */
+		}
+		lua_pop(L, 1);
+	}
 	return flags;
 }
 

@@ -586,8 +586,9 @@ static int l_open_pinned(lua_State *L)
 			return 1;
 		}
 		close(fd);
-		return luaL_error(L, "open_pinned: '%s' is a program; this build cannot open "
-				     "pinned programs",
+		return luaL_error(L, "open_pinned: '%s' is a pinned program: programs are opened "
+				     "from their objects (bpf.open), and bpf.programs() lists pinned "
+				     "ones with their ids",
 				  path);
 	default:
 		close(fd);
