@@ -2,6 +2,12 @@
 local h = {}
 
 h.build = os.getenv("BPFHOST_BUILD") or "build"
+if h.build:sub(1, 1) ~= "/" then
+  -- absolute, so that specs may cd elsewhere (or hand paths to other processes)
+  local p = io.popen("pwd")
+  h.build = p:read("*l") .. "/" .. h.build
+  p:close()
+end
 h.host = h.build .. "/bpfhost"
 package.cpath = h.build .. "/lib/?.so;" .. package.cpath
 
