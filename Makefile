@@ -10,11 +10,19 @@ CLANG      ?= clang
 BPFTOOL    ?= bpftool
 PKG_CONFIG ?= pkg-config
 BUSTED     ?= busted
+# The Lua the module is built for, and the specs run under: LuaJIT (the
+# default; $(O)/lib/bpfhost.so) or Lua 5.4 (LUA=lua5.4; $(O)/lua5.4/bpfhost.so).
+# Its version is asked of the interpreter (LuaRocks passes its path). The
+# host, $(O)/bpfhost, always embeds LuaJIT.
 LUA        ?= luajit
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 BINDIR     ?= $(PREFIX)/bin
-LUA_CMODDIR ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/5.1
+MANDIR     ?= $(PREFIX)/share/man
+SHAREDIR   ?= $(PREFIX)/share/bpfhost
+# Where each module goes: the cpath directories of /usr/local's LuaJIT and Lua 5.4.
+LUAJIT_CMODDIR ?= $(PREFIX)/lib/lua/5.1
+LUA54_CMODDIR  ?= $(PREFIX)/lib/lua/5.4
 
 ifeq ($(V),1)
 Q :=
@@ -45,9 +53,22 @@ LIBEDIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags libedit 2>/dev/null)
 LIBEDIT_LIBS  :=
 endif
 
-# LuaRocks passes LUA_INCDIR; then it wins over pkg-config.
+LUA_ABI := $(shell $(LUA) -e 'io.write((_VERSION:match("%d+%.%d+")))' 2>/dev/null)
+ifeq ($(LUA_ABI),5.4)
+LUA54_CFLAGS  := $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null)
+else ifneq ($(filter 5.2 5.3,$(LUA_ABI)),)
+$(error bpfhost builds for LuaJIT 2.1 or Lua 5.4; $(LUA) is Lua $(LUA_ABI))
+endif
+
+# LuaRocks passes LUA_INCDIR; then it wins over pkg-config for the Lua it
+# names. The 5.1 module is LuaJIT's (it uses LuaJIT's 5.2 extras): a plain
+# Lua 5.1 include directory, without luajit.h, leaves pkg-config's luajit.
 ifneq ($(LUA_INCDIR),)
+ifeq ($(LUA_ABI),5.4)
+LUA54_CFLAGS  := -I$(LUA_INCDIR)
+else ifneq ($(wildcard $(LUA_INCDIR)/luajit.h),)
 LUAJIT_CFLAGS := -I$(LUA_INCDIR)
+endif
 endif
 
 CFLAGS  ?= -O2 -g
@@ -67,7 +88,16 @@ BINDINGS_OBJ := $(BINDINGS_SRC:%.c=$(O)/%.o)
 HOST_OBJ     := $(HOST_SRC:%.c=$(O)/%.o)
 BPF_OBJ      := $(BPF_SRC:bpf/%.c=$(O)/bpf/%.o)
 
-MODULE := $(O)/lib/bpfhost.so
+MODULE_JIT := $(O)/lib/bpfhost.so
+MODULE_54  := $(O)/lua5.4/bpfhost.so
+BINDINGS_OBJ_54 := $(BINDINGS_SRC:%.c=$(O)/lua5.4/%.o)
+ifeq ($(LUA_ABI),5.4)
+MODULE := $(MODULE_54)
+LUA_CMODDIR ?= $(LUA54_CMODDIR)
+else
+MODULE := $(MODULE_JIT)
+LUA_CMODDIR ?= $(LUAJIT_CMODDIR)
+endif
 HOST   := $(O)/bpfhost
 
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
@@ -92,7 +122,7 @@ bindings: $(MODULE)
 host: $(HOST)
 bpf: $(BPF_OBJ) $(O)/test_uprobe_target $(O)/bench/ring_c
 
-$(O) $(O)/lib $(O)/bindings $(O)/host $(O)/bpf:
+$(O) $(O)/lib $(O)/bindings $(O)/host $(O)/bpf $(O)/lua5.4/bindings:
 	$(Q)mkdir -p $@
 
 $(O)/bindings/%.o: bindings/%.c | $(O)/bindings
@@ -139,7 +169,21 @@ $(O)/host/%.o: host/%.c | $(O)/host
 	$(Q)$(CC) $(BH_CFLAGS) $(LIBEDIT_CFLAGS) -Ibindings -c $< -o $@
 
 # The module never links libluajit: the interpreter that loads it provides it.
-$(MODULE): $(BINDINGS_OBJ) | $(O)/lib
+$(MODULE_JIT): $(BINDINGS_OBJ) | $(O)/lib
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) -lelf -lz
+
+# The Lua 5.4 module: the same sources against Lua 5.4's headers (no -fexceptions:
+# 5.4's errors longjmp, and the units that must undo things on an error use
+# to-be-closed slots there; see BH_SCOPE in bh.h). It never links liblua either.
+$(O)/lua5.4/bindings/%.o: bindings/%.c | $(O)/lua5.4/bindings
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(filter-out $(LUAJIT_CFLAGS),$(BH_CFLAGS)) $(LUA54_CFLAGS) -I$(O)/bindings -c $< -o $@
+
+$(O)/lua5.4/bindings/lualib.o: $(O)/bindings/lua_modules.h
+$(O)/lua5.4/bindings/exporter.o: $(O)/bindings/syscall_names.h
+
+$(MODULE_54): $(BINDINGS_OBJ_54)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $^ $(LIBBPF_LIBS) -lelf -lz
 
@@ -223,4 +267,4 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bpfhost $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
 
--include $(BINDINGS_OBJ:.o=.d) $(HOST_OBJ:.o=.d)
+-include $(BINDINGS_OBJ:.o=.d) $(BINDINGS_OBJ_54:.o=.d) $(HOST_OBJ:.o=.d)

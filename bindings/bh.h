@@ -56,6 +56,33 @@
 #define BH_LUAJIT 1
 #endif
 
+/*
+ * Scoped state: what a C function must undo on every way out, errors
+ * included (signal handlers, busy counts, a half-made ring). LuaJIT raises
+ * by unwinding C frames with the C ABI's unwinder, so a cleanup attribute
+ * runs on the way (the units using one are built with -fexceptions). Lua
+ * 5.4's lua_error longjmps and runs none: there the state lives in a
+ * to-be-closed userdata pushed on the stack, whose __close runs fn when the
+ * function returns or an error passes (a message handler still sees the
+ * stack as it was). BH_SCOPE(T, var, fn) declares T *var, zeroed, with fn
+ * its cleanup; under 5.4 it takes one stack slot, so place it after any
+ * lua_settop that would drop it. BH_SCOPE_END(var) runs fn at once under
+ * 5.4 and drops the slot and everything above it; LuaJIT runs fn when var
+ * goes out of scope, so use it right before returning.
+ */
+#ifdef BH_LUAJIT
+#define BH_SCOPE(T, var, fn) \
+	T var##_scope __attribute__((cleanup(fn))) = { 0 }; \
+	T *var = &var##_scope
+#define BH_SCOPE_END(var) ((void)0)
+#else
+BH_LOCAL void *bh_scope_push(lua_State *L, size_t size, void (*fn)(void *));
+#define BH_SCOPE(T, var, fn) \
+	int var##_slot __attribute__((unused)) = lua_gettop(L) + 1; \
+	T *var = bh_scope_push(L, sizeof(T), (void (*)(void *))(fn))
+#define BH_SCOPE_END(var) lua_settop(L, var##_slot - 1)
+#endif
+
 /* -- Payloads ------------------------------------------------------------ */
 
 struct bh_type;
@@ -253,6 +280,11 @@ BH_LOCAL void bh_newmetatable(lua_State *L, const char *name, const luaL_Reg *me
 BH_LOCAL void *bh_checkud(lua_State *L, int idx, const char *tname);
 BH_LOCAL void *bh_testud(lua_State *L, int idx, const char *tname);
 BH_LOCAL int bh_opt_check(lua_State *L, int idx, const char *fn, const char *const known[]);
+/*
+ * Push n as messages show numbers ("%.14g": 1, 1.5) and return it. Lua 5.4's
+ * lua_pushfstring("%f") shows whole numbers as 1.0; LuaJIT's as 1.
+ */
+BH_LOCAL const char *bh_numstr(lua_State *L, lua_Number n);
 BH_LOCAL int bh_opt_bool(lua_State *L, int idx, const char *field, int def);
 
 BH_LOCAL struct bh_object *bh_object_check(lua_State *L, int idx);

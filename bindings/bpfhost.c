@@ -39,6 +39,15 @@ void bh_newmetatable(lua_State *L, const char *name, const luaL_Reg *meta, const
 	}
 }
 
+const char *bh_numstr(lua_State *L, lua_Number n)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%.14g", (double)n);
+	lua_pushstring(L, buf);
+	return lua_tostring(L, -1);
+}
+
 void *bh_testud(lua_State *L, int idx, const char *tname)
 {
 	void *p = lua_touserdata(L, idx);
@@ -133,6 +142,46 @@ int bh_opt_bool(lua_State *L, int idx, const char *field, int def)
 	lua_pop(L, 1);
 	return v;
 }
+
+#ifndef BH_LUAJIT
+/* BH_SCOPE under Lua 5.4 (see bh.h): a to-be-closed box holding the state. */
+struct bh_scope {
+	void (*fn)(void *);
+	int done;
+	max_align_t data[];
+};
+
+/* __close, and __gc for a coroutine that died with the box unclosed. */
+static int scope_close(lua_State *L)
+{
+	struct bh_scope *s = lua_touserdata(L, 1);
+
+	if (s && !s->done) {
+		s->done = 1;
+		s->fn(s->data);
+	}
+	return 0;
+}
+
+void *bh_scope_push(lua_State *L, size_t size, void (*fn)(void *))
+{
+	struct bh_scope *s = lua_newuserdatauv(L, sizeof(*s) + size, 0);
+
+	s->fn = fn;
+	s->done = 1; /* nothing to undo until the box is marked */
+	memset(s->data, 0, size);
+	if (luaL_newmetatable(L, "bpfhost.scope")) {
+		lua_pushcfunction(L, scope_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushcfunction(L, scope_close);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	lua_toclose(L, -1);
+	s->done = 0;
+	return s->data;
+}
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* -- Module -------------------------------------------------------------- */

@@ -259,7 +259,7 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 		struct bh_field *f;
 
 		if (!mt)
-			luaL_error(c->L, "bad BTF: member type %u missing", m->type);
+			luaL_error(c->L, "bad BTF: member type %d missing", (int)m->type);
 		if (is_kernel_managed(c->btf, mt))
 			continue;
 		if ((!name || !*name) && btf_is_composite(mt)) {
@@ -286,7 +286,7 @@ static void fill_members(struct compiler *c, struct bh_plan *p, const struct btf
 			    f->plan->kind != BH_K_BOOL)
 				luaL_error(c->L, "bad BTF: bitfield %s is not an integer", name);
 			if (bsz > 64)
-				luaL_error(c->L, "bad BTF: bitfield %s has %u bits", name, bsz);
+				luaL_error(c->L, "bad BTF: bitfield %s has %d bits", name, (int)bsz);
 			f->off = bits / 8;
 			f->bit_off = bits % 8;
 			f->bit_size = (uint16_t)bsz;
@@ -453,7 +453,7 @@ static struct bh_plan *compile_enum(struct compiler *c, uint32_t id, const struc
 	uint32_t i, n = btf_vlen(t);
 
 	if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
-		luaL_error(c->L, "bad BTF: enum of %u bytes", t->size);
+		luaL_error(c->L, "bad BTF: enum of %d bytes", (int)t->size);
 	p->is_signed = btf_kflag(t);
 	if (btf_is_enum(t) && !p->is_signed) {
 		/*
@@ -499,7 +499,7 @@ static struct bh_plan *compile_array(struct compiler *c, uint32_t id, const stru
 	const char *ename;
 
 	if (!et)
-		luaL_error(c->L, "bad BTF: array element type %u missing", a->type);
+		luaL_error(c->L, "bad BTF: array element type %d missing", (int)a->type);
 	elem = compile(c, a->type);
 	ename = btf__name_by_offset(c->btf, et->name_off);
 	if (btf_is_int(et) && et->size == 1 && ename && !strcmp(ename, "char")) {
@@ -525,7 +525,7 @@ static struct bh_plan *compile(struct compiler *c, uint32_t id)
 	if (++c->depth > 64)
 		luaL_error(c->L, "type nests too deeply");
 	if (!t)
-		luaL_error(c->L, "bad BTF: type %u missing", id);
+		luaL_error(c->L, "bad BTF: type %d missing", (int)id);
 	switch (btf_kind(t)) {
 	case BTF_KIND_INT:
 		p = compile_int(c, id, t);
@@ -1128,9 +1128,9 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 /* ------------------------------------------------------------------------ */
 /* -- 64-bit integers beyond 2^53 ----------------------------------------- */
 
+#ifdef BH_LUAJIT
 static char slot_key, boxu_key, boxs_key, unbox_key;
 
-#ifdef BH_LUAJIT
 /*
  * LuaJIT's C API has no int64: the only way to make or read an int64_t /
  * uint64_t cdata is through the FFI, so this one small helper uses it. It
@@ -2339,10 +2339,14 @@ static __attribute__((noreturn)) void sum_error(lua_State *L, struct sumpath *sp
 	lua_pushfstring(L, "bpf.sum: values[%d]", sp->i);
 	luaL_addvalue(&b);
 	for (j = 0; j < sp->n; j++) {
+		char ib[32];
+
+		/* not %f: Lua 5.4 shows whole numbers as 1.0 */
+		snprintf(ib, sizeof(ib), "%.14g", (double)sp->seg[j].idx);
 		if (sp->seg[j].name)
 			lua_pushfstring(L, ".%s", sp->seg[j].name);
 		else
-			lua_pushfstring(L, "[%f]", sp->seg[j].idx);
+			lua_pushfstring(L, "[%s]", ib);
 		luaL_addvalue(&b);
 	}
 	lua_pushfstring(L, " is a %s where values[1] has a %s", lua_typename(L, got),

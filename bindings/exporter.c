@@ -614,7 +614,7 @@ out:
 			 bh_interrupted == SIGTERM ? "SIGTERM" : "SIGINT");
 		bh_fail_msg(L, "serve exporter", NULL, NULL, EINTR, reason, NULL, NULL);
 	}
-	lua_pushnumber(L, ex->scrapes - before);
+	lua_pushinteger(L, (lua_Integer)(ex->scrapes - before));
 	return 1;
 }
 
@@ -636,7 +636,7 @@ static int exporter_timeout_l(lua_State *L)
 	if (t < 0)
 		lua_pushnil(L);
 	else
-		lua_pushnumber(L, (lua_Number)t);
+		lua_pushinteger(L, (lua_Integer)t);
 	return 1;
 }
 
@@ -658,12 +658,12 @@ static int exporter_stats(lua_State *L)
 	const union MHD_DaemonInfo *di;
 
 	lua_createtable(L, 0, 3);
-	lua_pushnumber(L, ex->scrapes);
+	lua_pushinteger(L, (lua_Integer)ex->scrapes);
 	lua_setfield(L, -2, "scrapes");
 	lua_pushnumber(L, ex->last_render);
 	lua_setfield(L, -2, "render_seconds");
 	di = mhd.get_daemon_info(ex->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-	lua_pushnumber(L, di ? (lua_Number)di->num_connections : 0);
+	lua_pushinteger(L, di ? (lua_Integer)di->num_connections : 0);
 	lua_setfield(L, -2, "connections");
 	return 1;
 }
@@ -688,8 +688,9 @@ static lua_Number opt_num(lua_State *L, int idx, const char *k, lua_Number def, 
 				   luaL_typename(L, -1));
 		v = lua_tonumber(L, -1);
 		if (v != v || v < lo || v > hi || (integral && v != floor(v)))
-			luaL_error(L, "exporter: %s must be %s %g..%g", k,
-				   integral ? "an integer" : "a number", lo, hi);
+			luaL_error(L, "exporter: %s must be %s %s..%s", k,
+				   integral ? "an integer" : "a number", bh_numstr(L, lo),
+				   bh_numstr(L, hi));
 	}
 	lua_pop(L, 1);
 	return v;
@@ -1068,7 +1069,7 @@ static int cg_push(lua_State *L)
 
 	lua_createtable(L, 0, (int)n);
 	for (i = 0; i < n; i++) {
-		lua_pushnumber(L, (lua_Number)ents[i].ino);
+		lua_pushinteger(L, (lua_Integer)ents[i].ino);
 		lua_pushstring(L, text + ents[i].off);
 		lua_rawset(L, -3);
 	}
@@ -1100,7 +1101,7 @@ static int d_cgroups(lua_State *L)
 	lua_pushcfunction(L, cg_push);
 	lua_pushlightuserdata(L, ents);
 	lua_pushlightuserdata(L, text);
-	lua_pushnumber(L, (lua_Number)walk.n);
+	lua_pushinteger(L, (lua_Integer)walk.n);
 	memset(&walk, 0, sizeof(walk));
 	err = lua_pcall(L, 3, 1, 0);
 	free(ents);

@@ -57,7 +57,9 @@ int bh_ensure_bpffs(void)
  * cleanup attribute: loop.c, ringbuf.c and perfbuf.c are built with
  * -fexceptions so that a Lua error unwinding through them (LuaJIT unwinds
  * with the C ABI's unwinder) still restores the handlers, the busy counts
- * and the deferred closes.
+ * and the deferred closes. Lua 5.4 longjmps past C frames: waits that run
+ * Lua keep their state in a BH_SCOPE (bh.h), and the others end the guard
+ * before they raise.
  *
  * The signals are blocked only from the flag check into epoll_pwait/ppoll,
  * which unblock them atomically: a signal cannot slip in between.
@@ -299,7 +301,7 @@ static void check_handler(lua_State *L, int idx, const char *fn, const char *whe
 
 /*
  * The sources in flight. A buffer (ringbuf, perfbuf) is a bh_source: begun
- * ones are ended on every way out, errors included (cleanup attribute),
+ * ones are ended on every way out, errors included (BH_SCOPE),
  * before the guard gives the signals back. Any other source is a value with
  * methods fd() (an fd readable when it has work), serve(0) (do that work
  * now) and optionally timeout() (ms until serve(0) must run anyway, or nil):
@@ -487,25 +489,26 @@ static void source_serve(lua_State *L, struct srcset *set, int i)
  */
 long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char *fn)
 {
-	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
 	struct bh_source *s = bh_source_test(L, idx);
 	double end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
 	long n = 0;
 	int stop = 0;
 
 	check_handler(L, hidx, fn, "the handler");
-	set.s[0] = s;
-	set.idx[0] = idx;
-	set.hidx[0] = hidx;
-	set.n = 1;
+	BH_SCOPE(struct srcset, set, srcset_cleanup);
+	set->epfd = -1;
+	set->s[0] = s;
+	set->idx[0] = idx;
+	set->hidx[0] = hidx;
+	set->n = 1;
 	s->ops->begin(L, s, fn);
-	set.begun[0] = 1;
-	bh_guard_begin(&set.g);
+	set->begun[0] = 1;
+	bh_guard_begin(&set->g);
 	for (;;) {
 		struct epoll_event ev;
 		int ms, r;
 
-		n += dispatch(L, &set, 0, POLL_BUDGET - n, &stop);
+		n += dispatch(L, set, 0, POLL_BUDGET - n, &stop);
 		if (n || stop || bh_interrupted)
 			break;
 		ms = ms_until(end);
@@ -519,6 +522,7 @@ long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char 
 	}
 	if (bh_interrupted)
 		bh_raise_interrupted(L, fn);
+	BH_SCOPE_END(set);
 	return n;
 }
 
@@ -529,7 +533,6 @@ long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char 
  */
 static int l_poll(lua_State *L)
 {
-	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
 	struct epoll_event ev[MAX_SOURCES];
 	int timeout_ms, i, r, stop = 0, nready = 0, found = 0;
 	char ready[MAX_SOURCES] = { 0 };
@@ -540,12 +543,14 @@ static int l_poll(lua_State *L)
 	timeout_ms = bh_check_ms(L, 2, "poll");
 	end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
 	lua_settop(L, 2);
-	srcset_read(L, &set, 1, "poll", 0);
-	srcset_epoll(L, &set, "poll");
-	bh_guard_begin(&set.g);
+	BH_SCOPE(struct srcset, set, srcset_cleanup);
+	set->epfd = -1;
+	srcset_read(L, set, 1, "poll", 0);
+	srcset_epoll(L, set, "poll");
+	bh_guard_begin(&set->g);
 	/* records already copied out wake no epoll: look at them first */
-	for (i = 0; i < set.n; i++) {
-		if (set.s[i] && set.s[i]->ops->queued(set.s[i])) {
+	for (i = 0; i < set->n; i++) {
+		if (set->s[i] && set->s[i]->ops->queued(set->s[i])) {
 			ready[i] = 1;
 			found = 1;
 		}
@@ -553,7 +558,7 @@ static int l_poll(lua_State *L)
 	for (;;) {
 		int ms = found ? 0 : ms_until(end);
 
-		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1, ms);
+		r = bh_epoll_wait(set->epfd, ev, set->n ? set->n : 1, ms);
 		if (r == -2)
 			bh_fail(L, "poll", NULL, NULL, errno, NULL, NULL);
 		if (r == -1)
@@ -564,19 +569,19 @@ static int l_poll(lua_State *L)
 			break;
 	}
 	lua_newtable(L); /* ready */
-	for (i = 0; i < set.n && !stop; i++) {
+	for (i = 0; i < set->n && !stop; i++) {
 		if (!ready[i])
 			continue;
-		if (set.hidx[i]) {
-			n += dispatch(L, &set, i, POLL_BUDGET, &stop);
+		if (set->hidx[i]) {
+			n += dispatch(L, set, i, POLL_BUDGET, &stop);
 			if (bh_interrupted)
 				bh_raise_interrupted(L, "poll");
 		} else {
-			lua_pushvalue(L, set.idx[i]);
+			lua_pushvalue(L, set->idx[i]);
 			lua_rawseti(L, -2, ++nready);
 		}
 	}
-	lua_pushnumber(L, (lua_Number)n);
+	lua_pushinteger(L, (lua_Integer)n);
 	lua_insert(L, -2);
 	return 2;
 }
@@ -592,7 +597,6 @@ static const char *const run_opts[] = { "sources", "every", "tick", "timeout", N
  */
 static int l_run(lua_State *L)
 {
-	struct srcset set __attribute__((cleanup(srcset_cleanup))) = { .epfd = -1 };
 	struct epoll_event ev[MAX_SOURCES];
 	double every = 0, timeout = -1, now, deadline, next_tick;
 	double due[MAX_SOURCES]; /* Lua-level sources: when serve(0) must run anyway */
@@ -625,21 +629,23 @@ static int l_run(lua_State *L)
 	lua_getfield(L, 1, "tick"); /* 2: tick */
 	tick_idx = 2;
 	lua_getfield(L, 1, "sources"); /* 3: sources */
+	BH_SCOPE(struct srcset, set, srcset_cleanup);
+	set->epfd = -1;
 	if (has_sources)
-		srcset_read(L, &set, 3, "run", 1);
-	srcset_epoll(L, &set, "run");
-	bh_guard_begin(&set.g);
+		srcset_read(L, set, 3, "run", 1);
+	srcset_epoll(L, set, "run");
+	bh_guard_begin(&set->g);
 
 	now = mono_now();
 	deadline = timeout >= 0 ? now + timeout : INFINITY;
 	next_tick = every > 0 ? now + every : INFINITY;
-	for (i = 0; i < set.n; i++) {
+	for (i = 0; i < set->n; i++) {
 		int stop = 0;
 
 		/* records left copied out by an earlier poll wake no epoll */
-		due[i] = set.s[i] ? INFINITY : now;
-		if (set.s[i] && set.s[i]->ops->queued(set.s[i]))
-			dispatch(L, &set, i, SOURCE_BUDGET, &stop);
+		due[i] = set->s[i] ? INFINITY : now;
+		if (set->s[i] && set->s[i]->ops->queued(set->s[i]))
+			dispatch(L, set, i, SOURCE_BUDGET, &stop);
 		if (stop) {
 			lua_pushliteral(L, "stopped");
 			return 1;
@@ -652,13 +658,13 @@ static int l_run(lua_State *L)
 		if (bh_interrupted)
 			break;
 		now = mono_now();
-		for (i = 0; i < set.n && !bh_interrupted; i++) {
+		for (i = 0; i < set->n && !bh_interrupted; i++) {
 			int t;
 
-			if (set.s[i] || now < due[i])
+			if (set->s[i] || now < due[i])
 				continue;
-			source_serve(L, &set, i);
-			t = source_timeout(L, &set, i);
+			source_serve(L, set, i);
+			t = source_timeout(L, set, i);
 			due[i] = t < 0 ? INFINITY : mono_now() + t / 1000.0;
 		}
 		if (bh_interrupted)
@@ -681,20 +687,20 @@ static int l_run(lua_State *L)
 			lua_pushliteral(L, "timeout");
 			return 1;
 		}
-		for (i = 0; i < set.n; i++)
+		for (i = 0; i < set->n; i++)
 			if (due[i] < wake)
 				wake = due[i];
-		r = bh_epoll_wait(set.epfd, ev, set.n ? set.n : 1, ms_until(wake));
+		r = bh_epoll_wait(set->epfd, ev, set->n ? set->n : 1, ms_until(wake));
 		if (r == -2)
 			bh_fail(L, "run", NULL, NULL, errno, NULL, NULL);
 		for (i = 0; i < r && !bh_interrupted; i++) {
 			int k = (int)ev[i].data.u32, stop = 0;
 
-			if (!set.s[k]) {
+			if (!set->s[k]) {
 				due[k] = 0; /* served at the top of the loop */
 				continue;
 			}
-			dispatch(L, &set, k, SOURCE_BUDGET, &stop);
+			dispatch(L, set, k, SOURCE_BUDGET, &stop);
 			if (stop) {
 				lua_pushliteral(L, "stopped");
 				return 1;

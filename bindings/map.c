@@ -695,8 +695,8 @@ static inline void array_index_check(lua_State *L, struct bh_map *m, const char 
 	if ((m->special & BH_MS_ARRAY) && m->key_size == 4) {
 		memcpy(&i, dst, 4);
 		if (unlikely(i >= m->max_entries))
-			luaL_error(L, "%s map '%s': key: index %u is out of range (0..%u)", op,
-				   m->name, i, m->max_entries - 1);
+			luaL_error(L, "%s map '%s': key: index %s is out of range (0..%s)", op,
+				   m->name, bh_numstr(L, i), bh_numstr(L, m->max_entries - 1));
 	}
 }
 
@@ -1406,7 +1406,7 @@ static int iter_index(lua_State *L)
 	if (!strcmp(k, "complete"))
 		lua_pushboolean(L, it->done && it->complete);
 	else if (!strcmp(k, "count"))
-		lua_pushnumber(L, (lua_Number)it->yielded);
+		lua_pushinteger(L, (lua_Integer)it->yielded);
 	else if (!strcmp(k, "done"))
 		lua_pushboolean(L, it->done);
 	else if (!strcmp(k, "what")) /* for the Lua state's __tostring */
@@ -1598,7 +1598,7 @@ static int collect(lua_State *L, const char *op, int what, int drain)
 	iter_finish(it);
 	lua_settop(L, itidx - 1);
 	if (what == COLLECT_COUNT)
-		lua_pushnumber(L, total);
+		lua_pushinteger(L, (lua_Integer)total);
 	return 1;
 }
 
@@ -1637,7 +1637,7 @@ static int map_clear(lua_State *L)
 			n++;
 		if (errno != ENOENT)
 			map_fail(L, m, "clear", errno);
-		lua_pushnumber(L, n);
+		lua_pushinteger(L, (lua_Integer)n);
 		return 1;
 	}
 	if (m->special & BH_MS_NODELETE) {
@@ -1721,7 +1721,7 @@ static __attribute__((noreturn)) void batch_fail(lua_State *L, struct bh_map *m,
 	bh_error_push(L, op, "map", m->name, err,
 		      err == E2BIG && !strcmp(op, "update_batch") ? "map is full" : NULL, hint,
 		      NULL);
-	lua_pushnumber(L, done);
+	lua_pushinteger(L, (lua_Integer)done);
 	lua_setfield(L, -2, "done");
 	if (key) {
 		map_dec_key(L, m, key, 0);
@@ -1873,7 +1873,7 @@ static int map_update_batch(lua_State *L)
 			}
 		}
 	}
-	lua_pushnumber(L, done);
+	lua_pushinteger(L, (lua_Integer)done);
 	if (bh_rawlen(L, skipidx)) {
 		lua_pushvalue(L, skipidx);
 		return 2;
@@ -1953,7 +1953,7 @@ static int map_delete_batch(lua_State *L)
 			batch_fail(L, m, "delete_batch", err, done, buf + (size_t)off * m->key_size);
 		}
 	}
-	lua_pushnumber(L, done);
+	lua_pushinteger(L, (lua_Integer)done);
 	if (bh_rawlen(L, absidx)) {
 		lua_pushvalue(L, absidx);
 		return 2;
@@ -1998,7 +1998,7 @@ static long long fdinfo_field(int fd, const char *field)
 
 static void setint(lua_State *L, const char *k, lua_Number v)
 {
-	lua_pushnumber(L, v);
+	lua_pushinteger(L, (lua_Integer)v);
 	lua_setfield(L, -2, k);
 }
 

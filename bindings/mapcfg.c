@@ -52,8 +52,8 @@ static uint32_t check_u32(lua_State *L, int idx, const char *op, const char *wha
 	lua_Number d = luaL_checknumber(L, idx);
 
 	if (d != (lua_Number)(uint32_t)d || d < lo)
-		luaL_error(L, "%s: %s must be an integer in [%d, 4294967295], got %f", op, what,
-			   (int)lo, (double)d);
+		luaL_error(L, "%s: %s must be an integer in [%d, 4294967295], got %s", op, what,
+			   (int)lo, bh_numstr(L, d));
 	return (uint32_t)d;
 }
 

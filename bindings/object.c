@@ -144,7 +144,7 @@ static struct bh_object *object_open(lua_State *L, const char *fn, int mem)
 			if (logsz != (lua_Number)(uint32_t)logsz || logsz < 128 ||
 			    logsz > LOG_SIZE_MAX)
 				luaL_error(L, "%s: option 'log_size' must be an integer in [128, %d], "
-					   "got %f", fn, (int)LOG_SIZE_MAX, (double)logsz);
+					   "got %s", fn, (int)LOG_SIZE_MAX, bh_numstr(L, logsz));
 		}
 		lua_pop(L, 1);
 	}

@@ -219,7 +219,7 @@ static void pb_report_lost(lua_State *L, int idx, struct bh_perfbuf *pb)
 		pb->lost_new[cpu] = 0;
 		lua_pushvalue(L, -1);
 		lua_pushinteger(L, cpu);
-		lua_pushnumber(L, (lua_Number)n);
+		lua_pushinteger(L, (lua_Integer)n);
 		lua_call(L, 2, 0);
 	}
 	lua_pop(L, 1);
@@ -346,7 +346,7 @@ static int perfbuf_poll(lua_State *L)
 	if (lua_gettop(L) < 3)
 		luaL_error(L, "poll: a handler is needed: perf:poll(ms, function(rec, cpu) ... end)");
 	lua_settop(L, 3);
-	lua_pushnumber(L, (lua_Number)bh_source_poll(L, 1, 3, ms, "poll"));
+	lua_pushinteger(L, (lua_Integer)bh_source_poll(L, 1, 3, ms, "poll"));
 	return 1;
 }
 
@@ -369,10 +369,14 @@ static int perfbuf_wait(lua_State *L, struct bh_perfbuf *pb, int ms)
 	bh_guard_begin(&g);
 	for (;;) {
 		r = bh_epoll_wait(perf_buffer__epoll_fd(pb->pb), &ev, 1, left);
-		if (r == -1)
-			bh_raise_interrupted(L, "records");
-		if (r == -2)
-			bh_fail(L, "records", "perfbuf", pb->name, errno, NULL, NULL);
+		if (r < 0) {
+			int err = errno;
+
+			bh_guard_end(&g); /* before raising: Lua 5.4 runs no cleanup */
+			if (r == -1)
+				bh_raise_interrupted(L, "records");
+			bh_fail(L, "records", "perfbuf", pb->name, err, NULL, NULL);
+		}
 		if (r > 0)
 			return 1;
 		if (ms >= 0) {
@@ -438,7 +442,7 @@ static int perfbuf_lost_by_cpu(lua_State *L)
 	for (cpu = 0; pb->lost && cpu < pb->ncpus; cpu++) {
 		if (!pb->lost[cpu])
 			continue;
-		lua_pushnumber(L, (lua_Number)pb->lost[cpu]);
+		lua_pushinteger(L, (lua_Integer)pb->lost[cpu]);
 		lua_rawseti(L, -2, cpu);
 	}
 	return 1;
@@ -463,9 +467,9 @@ static int perfbuf_index(lua_State *L)
 
 		for (cpu = 0; pb->lost && cpu < pb->ncpus; cpu++)
 			sum += pb->lost[cpu];
-		lua_pushnumber(L, (lua_Number)sum);
+		lua_pushinteger(L, (lua_Integer)sum);
 	} else if (!strcmp(k, "count")) {
-		lua_pushnumber(L, (lua_Number)pb->records);
+		lua_pushinteger(L, (lua_Integer)pb->records);
 	} else if (!strcmp(k, "fd")) {
 		lua_pushinteger(L, pb->pb ? perf_buffer__epoll_fd(pb->pb) : -1);
 	} else {

@@ -140,8 +140,9 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *fn, const char *k,
 				   luaL_typename(L, -1));
 		d = lua_tonumber(L, -1);
 		if (d != (lua_Number)(lua_Integer)d || d < (lua_Number)lo || d > (lua_Number)hi)
-			luaL_error(L, "%s: option '%s' must be an integer in [%f, %f], got %f", fn, k,
-				   (double)lo, (double)hi, (double)d);
+			luaL_error(L, "%s: option '%s' must be an integer in [%s, %s], got %s", fn, k,
+				   bh_numstr(L, (lua_Number)lo), bh_numstr(L, (lua_Number)hi),
+				   bh_numstr(L, d));
 		v = (lua_Integer)d;
 	}
 	lua_pop(L, 1);
@@ -200,8 +201,8 @@ static int check_ifindex(lua_State *L, int idx, const char *fn, const char *what
 		lua_Number d = lua_tonumber(L, idx);
 
 		if (d < 1 || d > 0x7fffffff || d != (lua_Number)(int)d)
-			luaL_error(L, "%s: %s must be an interface name or a positive index, got %f",
-				   fn, what, (double)d);
+			luaL_error(L, "%s: %s must be an interface name or a positive index, got %s",
+				   fn, what, bh_numstr(L, d));
 		if (!if_indextoname((unsigned)d, name))
 			luaL_error(L, "%s: no interface with index %d", fn, (int)d);
 		return (int)d;

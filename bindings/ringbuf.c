@@ -485,7 +485,7 @@ static long deliver_view(lua_State *L, int idx, struct bh_ringbuf *rb, int i, in
 	lua_getfield(L, top + 1, "ct");
 	lua_pushvalue(L, hidx);
 	lua_pushstring(L, r->name);
-	lua_pushnumber(L, (lua_Number)max);
+	lua_pushinteger(L, (lua_Integer)max);
 	lua_pushstring(L, r->plan->cname);
 	/* view(sh, ct, fn, name, max, tname) */
 	lua_call(L, 6, 2);
@@ -631,7 +631,7 @@ static int ringbuf_poll(lua_State *L)
 	if (lua_gettop(L) < 3)
 		luaL_error(L, "poll: a handler is needed: ring:poll(ms, function(rec, name) ... end)");
 	lua_settop(L, 3);
-	lua_pushnumber(L, (lua_Number)bh_source_poll(L, 1, 3, ms, "poll"));
+	lua_pushinteger(L, (lua_Integer)bh_source_poll(L, 1, 3, ms, "poll"));
 	return 1;
 }
 
@@ -657,10 +657,14 @@ static int ringbuf_wait(lua_State *L, struct bh_ringbuf *rb, int ms)
 	bh_guard_begin(&g);
 	for (;;) {
 		r = bh_epoll_wait(rb->epfd, &ev, 1, left);
-		if (r == -1)
-			bh_raise_interrupted(L, "records");
-		if (r == -2)
-			bh_fail(L, "records", "ringbuf", ringbuf_name(rb), errno, NULL, NULL);
+		if (r < 0) {
+			int err = errno;
+
+			bh_guard_end(&g); /* before raising: Lua 5.4 runs no cleanup */
+			if (r == -1)
+				bh_raise_interrupted(L, "records");
+			bh_fail(L, "records", "ringbuf", ringbuf_name(rb), err, NULL, NULL);
+		}
 		if (r > 0)
 			return 1;
 		if (ms >= 0) {
@@ -802,9 +806,9 @@ static int ringbuf_stats(lua_State *L)
 		struct rb_ring *r = rb->rings[i];
 
 		lua_createtable(L, 0, 3);
-		lua_pushnumber(L, (lua_Number)r->records);
+		lua_pushinteger(L, (lua_Integer)r->records);
 		lua_setfield(L, -2, "records");
-		lua_pushnumber(L, (lua_Number)ring_lost(r, rb->ncpus));
+		lua_pushinteger(L, (lua_Integer)ring_lost(r, rb->ncpus));
 		lua_setfield(L, -2, "lost");
 		if (r->lost_name[0]) {
 			lua_pushstring(L, r->lost_name);
@@ -1242,13 +1246,14 @@ static void ring_undo(struct ring_undo *u)
  */
 static void ring_add(lua_State *L, struct bh_ringbuf *rb, int ud, int idx, int oidx, const char *fn)
 {
-	struct ring_undo undo __attribute__((cleanup(ring_undo))) = { rb, NULL };
+	BH_SCOPE(struct ring_undo, undo, ring_undo);
 	struct ring_args a;
 	struct rb_ring *r, **rings;
 	struct epoll_event ev;
 	const struct btf *btf;
 	int info, i;
 
+	undo->rb = rb;
 	ring_args(L, idx, oidx, fn, &a);
 	if (rb->n && a.view != rb->view && lua_type(L, oidx) == LUA_TTABLE) {
 		lua_getfield(L, oidx, "view");
@@ -1283,7 +1288,7 @@ static void ring_add(lua_State *L, struct bh_ringbuf *rb, int ud, int idx, int o
 	r->owner = rb;
 	snprintf(r->name, sizeof(r->name), "%s", a.m->name);
 	rb->rings[rb->n++] = r;
-	undo.r = r;
+	undo->r = r;
 	if (rb->n == 1)
 		rb->view = a.view;
 
@@ -1355,7 +1360,7 @@ static void ring_add(lua_State *L, struct bh_ringbuf *rb, int ud, int idx, int o
 	bh_getuv(L, ud);
 	lua_pushvalue(L, info);
 	lua_rawseti(L, -2, rb->n);
-	undo.r = NULL; /* complete */
+	undo->r = NULL; /* complete */
 	lua_settop(L, info - 1);
 }
 
@@ -1384,7 +1389,7 @@ static int l_ringbuf(lua_State *L)
 		lua_setfield(L, -2, "lib");
 	} else if (a.view) {
 		luaL_error(L, "ringbuf: view needs LuaJIT's FFI (%s)",
-			   lua_isstring(L, -1) ? lua_tostring(L, -1) : "no bpfhost.ringview");
+			   lua_isstring(L, -1) ? lua_tostring(L, -1) : "this Lua has none");
 	} else {
 		lua_pop(L, 1);
 	}
@@ -1434,7 +1439,7 @@ static int ringbuf_index(lua_State *L)
 
 		for (i = 0; i < rb->n; i++)
 			sum += k[0] == 'c' ? rb->rings[i]->records : ring_lost(rb->rings[i], rb->ncpus);
-		lua_pushnumber(L, (lua_Number)sum);
+		lua_pushinteger(L, (lua_Integer)sum);
 	} else if (!strcmp(k, "fd")) {
 		lua_pushinteger(L, rb->epfd);
 	} else {
@@ -1605,14 +1610,19 @@ static void *user_reserve_wait(lua_State *L, struct bh_user_ringbuf *u, uint32_t
 			}
 		}
 		r = bh_epoll_wait(u->epfd, &ev, 1, left);
-		if (r == -1)
+		/* the guard ends before raising: Lua 5.4 runs no cleanup */
+		if (r == -1) {
+			bh_guard_end(&g);
 			bh_raise_interrupted(L, "submit");
+		}
 		p = user_ring_buffer__reserve(u->urb, size);
 		if (p || errno != ENOSPC)
 			return p;
 		/* room, but not enough: the kernel wakes us on any drain; do not spin */
-		if (r > 0 && bh_epoll_wait(-1, NULL, 0, 1) == -1)
+		if (r > 0 && bh_epoll_wait(-1, NULL, 0, 1) == -1) {
+			bh_guard_end(&g);
 			bh_raise_interrupted(L, "submit");
+		}
 	}
 }
 
@@ -1653,8 +1663,8 @@ static int user_submit(lua_State *L)
 	/* a record and its 8-byte header, rounded to 8, must fit the ring */
 	if (len > u->max || ((len + 7) & ~(size_t)7) + 8 > u->max)
 		luaL_error(L, "submit user_ringbuf '%s': a record of %d bytes does not fit "
-			      "(the ring holds %u bytes)",
-			   u->name, (int)len, u->max);
+			      "(the ring holds %s bytes)",
+			   u->name, (int)len, bh_numstr(L, u->max));
 	/* encoded before reserving: nothing can raise with a reservation open */
 	p = user_reserve_wait(L, u, (uint32_t)len, wait_ms);
 	if (!p) {

@@ -153,7 +153,7 @@ static void set_pinned(lua_State *L, int pidx, const char *kind, uint32_t id)
 
 static void setnum(lua_State *L, const char *k, lua_Number v)
 {
-	lua_pushnumber(L, v);
+	lua_pushinteger(L, (lua_Integer)v);
 	lua_setfield(L, -2, k);
 }
 

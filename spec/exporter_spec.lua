@@ -483,7 +483,7 @@ describe("exporter", function()
       assert.equal("42", one("u32", 42, "l"))
       assert.equal("-7", one("s32", -7, "l"))
       assert.equal("0x2a", one("u32", 42, { name = "l", decode = "hex" }))
-      assert.equal("0xffffffff81000000", one("u64", 0xffffffff81000000ULL, { name = "l", decode = "hex" }))
+      assert.equal("0xffffffff81000000", one("u64", h.u64("0xffffffff81000000"), { name = "l", decode = "hex" }))
       assert.equal("0x0aff", one("unsigned char[2]", "\10\255", { name = "l", decode = "hex" }))
       assert.equal("xyz", one("char[8]", "xyz", { name = "l", decode = "string" }))
       -- a __be32 as it sits in memory: 10.1.2.3
@@ -505,7 +505,7 @@ describe("exporter", function()
       -- ksym: an address from /proc/kallsyms, and one inside that function
       local hex = h.sh("awk '$3 == \"vfs_read\" { print $1; exit }' /proc/kallsyms"):match("%x+")
       assert.truthy(hex)
-      local addr = 0ULL
+      local addr = h.u64("0")
       for c in hex:gmatch(".") do addr = addr * 16 + tonumber(c, 16) end
       assert.equal("vfs_read", one("u64", addr, { name = "l", decode = "ksym" }))
       assert.equal("vfs_read+0x10", one("u64", addr + 16, { name = "l", decode = "ksym" }))

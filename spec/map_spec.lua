@@ -170,11 +170,16 @@ describe("map", function()
     end)
 
     it("64-bit values beyond 2^53 are lossless", function()
-      local big = require("ffi").new("uint64_t", 2) ^ 0 -- warm ffi
+      if h.luajit then require("ffi").new("uint64_t", 2) end -- warm ffi
       assert.is_true(m:update(1, "18446744073709551615"))
       local v = m:lookup(1)
-      assert.equal("cdata", type(v))
-      assert.equal("18446744073709551615ULL", tostring(v))
+      if h.luajit then
+        assert.equal("cdata", type(v))
+        assert.equal("18446744073709551615ULL", tostring(v))
+      else
+        assert.equal("integer", math.type(v)) -- Lua 5.4: the u64's 64 bits in an integer
+        assert.equal(-1, v)
+      end
       assert.is_true(m:update(2, v))
       assert.equal(v, m:lookup(2))
       assert.equal(2^53, m:lookup(m:update(3, 2^53) and 3))
@@ -732,7 +737,7 @@ describe("map operations", function()
       end
       -- beyond 2^53: the codec's cdata, both ways
       assert.is_true(s:update(5, -2^53 - 2))
-      assert.equal("-9007199254740994LL", tostring(s:lookup(5)))
+      assert.equal(h.luajit and "-9007199254740994LL" or "-9007199254740994", tostring(s:lookup(5)))
       assert.equal("update map 'edges': key: 2147483648 does not fit s32 (-2147483648..2147483647)",
         h.raises(s.update, s, 2^31, 1))
       assert.equal("update map 'edges': value: 0.5 is not an integer", h.raises(s.update, s, 1, 0.5))
@@ -741,21 +746,29 @@ describe("map operations", function()
       assert.is_true(s:update("7", "-8"))
       assert.equal(-8, s:lookup(7))
       local u = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 4, name = "uedges"}
-      assert.equal("update map 'uedges': value: -1 is negative for an unsigned field", h.raises(u.update, u, 0, -1))
+      if h.luajit then
+        assert.equal("update map 'uedges': value: -1 is negative for an unsigned field", h.raises(u.update, u, 0, -1))
+      else -- Lua 5.4 reads a u64 beyond 2^63 as a negative integer, and takes it back
+        assert.is_true(u:update(0, -1))
+        assert.equal("\255\255\255\255\255\255\255\255", u:lookup(0, {raw = true}))
+      end
       assert.equal("update map 'uedges': key: index 4 is out of range (0..3)", h.raises(u.update, u, 4, 1))
       assert.is_true(u:update(3, 2^53 + 2))
-      assert.equal("9007199254740994ULL", tostring(u:lookup(3)))
+      assert.equal(h.luajit and "9007199254740994ULL" or "9007199254740994", tostring(u:lookup(3)))
       s:close(); u:close()
     end)
 
     it("iterate and drain decode every integer size like lookup does (64-bit edges at 2^53 too)", function()
-      local ffi = require "ffi"
+      local ffi = h.luajit and require "ffi"
       local specs = {
         {"u8", "s8", {0, 255}, {-128, 127}},
         {"u16", "s16", {0, 65535}, {-32768, 32767}},
         {"s32", "u32", {-2147483648, 2147483647}, {0, 4294967295}},
-        {"u64", "s64", {0, 2^53, ffi.new("uint64_t", 2^53) + 1, ffi.new("uint64_t", -1)},
-          {-2^53, 2^53, ffi.new("int64_t", -2^53) - 1, ffi.new("int64_t", 2^63 - 1024) + 1023}},
+        ffi and {"u64", "s64", {0, 2^53, ffi.new("uint64_t", 2^53) + 1, ffi.new("uint64_t", -1)},
+          {-2^53, 2^53, ffi.new("int64_t", -2^53) - 1, ffi.new("int64_t", 2^63 - 1024) + 1023}}
+        -- Lua 5.4: native integers (a u64 beyond 2^63 reads as a negative one)
+        or {"u64", "s64", {0, 9007199254740992, 9007199254740993, -1},
+          {-9007199254740992, 9007199254740992, -9007199254740993, math.maxinteger}},
       }
       for _, s in ipairs(specs) do
         local kt, vt, keys, vals = s[1], s[2], s[3], s[4]

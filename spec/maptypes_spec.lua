@@ -3,7 +3,7 @@
 local h = require "helper"
 local mh = require "maphelp"
 local bpf = require "bpfhost"
-local ffi = require "ffi"
+local ffi = h.luajit and require "ffi" -- Lua 5.4: nil, and the views' writes instead
 
 local CFG_COUNT, CFG_CHURN, CFG_TAIL, CFG_MMAP = 0, 1, 2, 3
 
@@ -374,7 +374,7 @@ describe("map types", function()
     it("prog_array: Program handles or fds in, program ids out; the tail call follows it", function()
       local jmp, hits = o:get_map("jmp"), o:get_map("hits")
       o:program("tail_entry"):attach()
-      cfg:update(CFG_TAIL, mh.pid)
+      cfg:update(CFG_TAIL, mh.caller())
       mh.getpgid()
       assert.equal(1, hits:lookup(3)) -- empty slot: the tail call falls through
       assert.is_true(jmp:update(0, o:program("tail_one")))
@@ -482,18 +482,27 @@ describe("map types", function()
       shared:update(5, 55)
       assert.equal(55, v[5])              -- and the view sees the syscall's
       o:program("mm_copy"):attach()
-      cfg:update(CFG_MMAP, mh.pid)
+      cfg:update(CFG_MMAP, mh.caller())
       mh.getpgid()
       assert.equal(21, o:get_map("mm_out"):lookup(0)) -- the program read what the view wrote
       assert.equal(42, v[1])                          -- and the view reads what it wrote
-      local p = ffi.cast("uint64_t *", v:ptr())
-      p[0] = 50
-      mh.getpgid()
+      if ffi then
+        local p = ffi.cast("uint64_t *", v:ptr())
+        p[0] = 50
+        mh.getpgid()
+        assert.equal(100, tonumber(p[1]))
+      else
+        v[0] = 50
+        mh.getpgid()
+      end
       assert.equal(50, o:get_map("mm_out"):lookup(0))
-      assert.equal(100, tonumber(p[1]))
       assert.equal(100, v[1])
       v[2] = "18446744073709551615"
-      assert.equal("18446744073709551615ULL", tostring(v[2]))
+      if ffi then
+        assert.equal("18446744073709551615ULL", tostring(v[2]))
+      else
+        assert.equal(-1, v[2]) -- Lua 5.4: the u64's 64 bits in an integer
+      end
       assert.matches("index 8 is out of range %(0..7%)$", h.raises(function() return v[8] end))
       assert.matches("index %-1 is out of range %(0..7%)$", h.raises(function() v[-1] = 1 end))
       assert.matches("write mmap of map 'shared': value: 1.5 is not an integer", h.raises(function() v[0] = 1.5 end))
@@ -540,7 +549,8 @@ describe("map types", function()
           v[3] = 7
         end
         assert.matches("is not an integer$", h.raises(function() v[0] = 0.5 end), t)
-        if not signed then
+        -- (Lua 5.4 reads a u64 beyond 2^63 as a negative integer, and takes it back)
+        if not signed and (bits < 64 or h.luajit) then
           assert.matches("is negative for an unsigned field$", h.raises(function() v[0] = -1 end), t)
         end
         assert.matches("index 4 is out of range %(0..3%)$", h.raises(function() return v[4] end), t)
@@ -557,9 +567,9 @@ describe("map types", function()
       local m = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 2, flags = "mmapable"}
       local v = m:mmap()
       v[0] = "18446744073709551615"
-      assert.equal("18446744073709551615ULL", tostring(v[0]))
+      assert.equal(ffi and "18446744073709551615ULL" or "-1", tostring(v[0])) -- 5.4: an integer
       v[1] = v[0]
-      assert.equal("18446744073709551615ULL", tostring(m:lookup(1)))
+      assert.equal(ffi and "18446744073709551615ULL" or "-1", tostring(m:lookup(1)))
       v:close(); m:close()
     end)
 

@@ -59,10 +59,17 @@ describe("pp", function()
       assert.equal(32, select(2, shown:gsub("%x%x", "")))
     end)
 
-    it("prints 64-bit cdata integers as plain digits", function()
+    h.luajit_only(it, pending, "cdata")("prints 64-bit cdata integers as plain digits", function()
       local ffi = require "ffi"
-      assert.equal("18446744073709551615", pp.format(ffi.new("uint64_t", 18446744073709551615ULL)))
-      assert.equal("-9223372036854775807", pp.format(ffi.new("int64_t", -9223372036854775807LL)))
+      assert.equal("18446744073709551615", pp.format(ffi.new("uint64_t", h.u64("18446744073709551615"))))
+      assert.equal("-9223372036854775807", pp.format(ffi.new("int64_t", -h.u64("9223372036854775807"))))
+    end)
+
+    it("prints integers as plain digits (Lua 5.4: all 64 bits of them)", function()
+      assert.equal("42", pp.format(42))
+      if h.luajit then return end
+      assert.equal("9223372036854775807", pp.format(math.maxinteger))
+      assert.equal("-9223372036854775808", pp.format(math.mininteger))
     end)
 
     it("sorts keys: the array part first, then numbers, strings, others", function()
@@ -128,7 +135,8 @@ describe("pp", function()
       assert.matches("x = 3", s)
       assert.matches("^{ x = 3, %[{}%] = %d, %[{}%] = %d }$", s)
       local weird = setmetatable({}, { __tostring = function() return 42 end })
-      assert.equal("{}", pp.format(weird))
+      -- LuaJIT's tostring hands the 42 back, which pp refuses; Lua 5.4's makes it "42"
+      assert.equal(h.luajit and "{}" or "42", pp.format(weird))
     end)
 
     it("says so when a list is empty, and counts in the singular for one", function()

@@ -1,7 +1,10 @@
 local h = require "helper"
 local r = require "ringhelp"
 local bpf = require "bpfhost"
-local ffi = require "ffi"
+-- The view (records read in place) is LuaJIT's FFI: Lua 5.4 reads copies.
+local ffi = h.luajit and require "ffi"
+local VIEWS = ffi and {false, true} or {false}
+local jit_it = h.luajit_only(it, pending, "the view reads records in place through the FFI")
 
 -- Every test_ring program run emits one record; the fixture numbers them.
 local N = 20000
@@ -35,7 +38,8 @@ describe("ringbuf", function()
         h.raises(bpf.ringbuf, ring, {lost = "nope"}))
       assert.matches("drop counter map 'not_a_ring' must be a %(per%-CPU%) array of u64",
         h.raises(bpf.ringbuf, ring, {lost = "not_a_ring"}))
-      assert.matches("view needs a type", h.raises(bpf.ringbuf, ring, {view = true}))
+      assert.matches(ffi and "view needs a type" or "view needs LuaJIT's FFI",
+        h.raises(bpf.ringbuf, ring, {view = true}))
       assert.matches("no type 'struct nope'", h.raises(bpf.ringbuf, ring, {type = "struct nope"}))
       o:close()
     end)
@@ -79,7 +83,7 @@ describe("ringbuf", function()
       assert.matches("submit: timeout must be a number of milliseconds, got string",
         h.raises(up.submit, up, "x", {wait = "long"}))
       local typed = bpf.user_ringbuf(o:get_map("urb"), {type = "struct ring_event"})
-      assert.matches("submit user_ringbuf 'urb': record.seq: ", h.raises(typed.submit, typed, {seq = -1}))
+      assert.matches("submit user_ringbuf 'urb': record.seq: ", h.raises(typed.submit, typed, {seq = 0.5}))
       assert.matches("user_ringbuf: unknown option 'types'", h.raises(bpf.user_ringbuf, o:get_map("urb"), {types = 1}))
       o:close()
     end)
@@ -131,6 +135,7 @@ describe("ringbuf", function()
     end)
 
     for _, view in ipairs{false, true} do
+      local it = view and jit_it or it
       it("closing a ring from its own handler waits for the poll to end" .. (view and " (view)" or ""), function()
         local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = view})
         r.emit(o, "emit", 10)
@@ -200,9 +205,10 @@ describe("ringbuf", function()
       end
       collectgarbage(); collectgarbage()
       assert.equal(100, count)
-      for _ = 1, 20 do bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = true}) end
+      for _ = 1, ffi and 20 or 0 do bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = true}) end
       for _ = 1, 20 do bpf.user_ringbuf(o:get_map("urb")) end
       collectgarbage(); collectgarbage()
+      if not ffi then return end
       -- a view records loop abandoned half-way: the record it held counts as
       -- consumed once the ring is closed (or collected: its pages stay mapped
       -- until then, the loop body may still hold the pointer)
@@ -234,6 +240,7 @@ describe("ringbuf", function()
       {"view", function(obj) return {type = obj:type("struct ring_event"), view = true} end},
     }
     for _, mode in ipairs(modes) do
+      local it = mode[1] == "view" and jit_it or it
       it("hands over exactly N records, in order, none lost: " .. mode[1], function()
         local rb = bpf.ringbuf(o:get_map("ring"), mode[2](o))
         r.emit(o, "emit", N)
@@ -280,7 +287,7 @@ describe("ringbuf", function()
     end)
 
     it("never hands over discarded records", function()
-      for _, view in ipairs{false, true} do
+      for _, view in ipairs(VIEWS) do
         local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = view})
         r.emit(o, "emit_discard", 50)
         local n = 0
@@ -329,6 +336,7 @@ describe("ringbuf", function()
     end)
 
     for _, view in ipairs{false, true} do
+      local it = view and jit_it or it
       local tag = view and " (view)" or ""
       it("a raising handler stops the poll; its error and traceback reach the caller; the rest stays queued" .. tag, function()
         local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = view})
@@ -342,8 +350,9 @@ describe("ringbuf", function()
         -- the traceback runs from the handler's own frame, through the
         -- hand-over loop and poll, to this function: no pcall in between
         local at_error = tb:find("in function 'error'", 1, true)
-        local at_loop = tb:find("bpfhost.ringview:", 1, true)
-        local at_caller = tb:find("in function <spec/ringbuf_spec.lua:", 1, true)
+        local at_loop = tb:find(ffi and "bpfhost.ringview:" or "[C]: in method 'poll'", 1, true) -- 5.4: C's loop
+        -- (Lua 5.4 names the handler's frame <spec/ringbuf_spec.lua:N> too: look past the loop)
+        local at_caller = tb:find("in function <spec/ringbuf_spec.lua:", (at_loop or #tb) + 1, true)
         assert.is_true(at_error < at_loop and at_loop < at_caller, tb)
         local rest = {}
         rb:poll(0, function(e) rest[#rest + 1] = tonumber(e.seq) end)
@@ -397,7 +406,7 @@ describe("ringbuf", function()
     end
 
     it("a record of the wrong size for the type is an error, and is not seen again", function()
-      for _, view in ipairs{false, true} do
+      for _, view in ipairs(VIEWS) do
         local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = view})
         r.emit(o, "emit", 1)
         r.emit(o, "emit_bytes", 1) -- 8 bytes
@@ -438,7 +447,7 @@ describe("ringbuf", function()
       rb:close()
     end)
 
-    it("several rings in one view consumer", function()
+    jit_it("several rings in one view consumer", function()
       local rb = bpf.ringbuf(o:get_map("ring"), {type = "struct ring_event", view = true})
       rb:add(o:get_map("ring2"), {type = "struct ring_sample"})
       r.emit(o, "emit", 30)
@@ -468,9 +477,10 @@ describe("ringbuf", function()
       local e = recs[2]
       assert.equal(-1001, e.s16)
       assert.equal(-2000000014, e.neg)
-      assert.equal("cdata", type(e.big))
+      assert.equal(ffi and "cdata" or "integer", ffi and type(e.big) or math.type(e.big))
       assert.equal("mixed-01", e.name)
       assert.same({1, 2}, {e.pts[1].x, e.pts[2].x})
+      if not ffi then return end
       -- the view reads the same fields
       o:close()
       o = bpf.load(h.obj("test_ring"))
@@ -530,6 +540,7 @@ describe("ringbuf", function()
       end
       assert.equal(0xabcdef0123 + 3, seen[4].wide)
       typed:close()
+      if not ffi then return end
       -- the view leaves the 40-bit field out: reading it is an error, the rest reads
       local view = bpf.ringbuf(o:get_map("ring4"), {type = T, view = true})
       r.emit(o, "emit_wide", 1)

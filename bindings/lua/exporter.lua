@@ -18,6 +18,7 @@ local format, find, gsub, rep, byte, sub, match =
   string.format, string.find, string.gsub, string.rep, string.byte, string.sub, string.match
 local concat, sort = table.concat, table.sort
 local floor, huge = math.floor, math.huge
+local mtype = math.type -- Lua 5.4: integer or float; nil under LuaJIT
 local clock = M.now
 
 local okbit, bit = pcall(require, "bit")
@@ -43,8 +44,9 @@ local function fmtnum(x)
   local t = type(x)
   if t == "number" then
     if x == floor(x) then
-      -- tostring prints integers below 1e14 as integers, and fast
-      if x < 1e14 and x > -1e14 then return tostring(x) end
+      -- tostring prints integers below 1e14 as integers, and fast (Lua 5.4:
+      -- its integers only; whole floats it prints as 1.0)
+      if x < 1e14 and x > -1e14 and (not mtype or mtype(x) == "integer") then return tostring(x) end
       if x > -9.2e18 and x < 9.2e18 then return format("%d", x) end
     end
     if x ~= x then return "NaN" end
@@ -70,6 +72,8 @@ end
 -- An integer (number or 64-bit cdata) as hex: "0x1f".
 local function hexint(v)
   if type(v) == "number" then
+    -- Lua 5.4: %x shows an integer's 64 bits (a u64 beyond 2^63 is negative)
+    if math.type and math.type(v) == "integer" then return format("0x%x", v) end
     if v < 0 then v = v + 18446744073709551616 end
     return format("0x%x", v)
   end

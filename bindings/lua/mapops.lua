@@ -10,10 +10,10 @@
 -- fit (64-bit ones within 2^53), indexes in range. Everything else, and
 -- every failure but ENOENT, goes to the C method, which does the whole
 -- thing again and says what is wrong.
+if not jit then return nil end -- the FFI is LuaJIT's: other Luas take the C methods
+
 local ffi = require "ffi"
 local bit = require "bit"
-
-if not jit then return nil end
 
 local ok, lib = pcall(ffi.load, "bpf")
 if not ok then ok, lib = pcall(ffi.load, "libbpf.so.1") end

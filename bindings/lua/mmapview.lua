@@ -8,6 +8,8 @@
 -- within 2^53 as numbers, beyond as the codec's int64_t/uint64_t cdata).
 -- Everything else (other keys, methods, errors, a closed or read-only view)
 -- goes to the C metamethods, which say what is wrong.
+if not jit then return nil end -- the FFI is LuaJIT's: other Luas use the C metamethods
+
 local ffi = require "ffi"
 
 local cast, tonumber, type, floor = ffi.cast, tonumber, type, math.floor

@@ -61,7 +61,10 @@ local function hex(s)
 end
 pp.hex = hex
 
+local mtype = math.type -- Lua 5.4
+
 local function number(n)
+  if mtype and mtype(n) == "integer" then return fmt("%d", n) end
   if n ~= n then return "nan" end
   if n == huge then return "inf" end
   if n == -huge then return "-inf" end

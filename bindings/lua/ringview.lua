@@ -15,6 +15,8 @@
 -- Handlers are called directly (no pcall): an error goes to whoever polled,
 -- with its traceback; C's cleanup puts the consumer position right.
 local bpf = ...
+if not jit then return nil end -- the FFI is LuaJIT's: other Luas get C's hand-over, no view
+
 local ffi = require "ffi"
 local bit = require "bit"
 

@@ -1,20 +1,26 @@
 -- Shared by the map specs: this process's pid, syscalls that fire the
 -- fixture programs, child processes with known pids, CPU affinity.
 local h = require "helper"
-local ffi = require "ffi"
+local ffi = h.luajit and require "ffi"
 
 local M = {}
 
-pcall(ffi.cdef, [[
+if ffi then
+  pcall(ffi.cdef, [[
 int getpid(void);
 int getpgid(int pid);
 ]])
+  M.pid = ffi.C.getpid()
 
-M.pid = ffi.C.getpid()
+  -- Fire the getpgid programs of bpf/test_mapops.bpf.c n times from this process.
+  function M.getpgid(n)
+    for _ = 1, n or 1 do ffi.C.getpgid(0) end
+  end
 
--- Fire the getpgid programs of bpf/test_mapops.bpf.c n times from this process.
-function M.getpgid(n)
-  for _ = 1, n or 1 do ffi.C.getpgid(0) end
+  -- The process whose getpgid() calls M.getpgid makes: this one.
+  function M.caller() return M.pid end
+else
+  M.pid = h.pid()
 end
 
 -- Start a shell command (a simple command: the shell forks and execs it, so
@@ -56,6 +62,33 @@ end
 -- Read one line of the child's output (blocks).
 function M.line(c)
   return c.f:read("*l")
+end
+
+if not ffi then
+  -- Lua 5.4 has no FFI to call getpgid() with: a LuaJIT child makes the
+  -- calls on demand, told how many through a FIFO; the fixture programs
+  -- watch its pid (M.caller()). It ends when this process does.
+  local child, cmd
+  function M.caller()
+    if not child then
+      local fifo = os.tmpname()
+      os.remove(fifo)
+      assert(select(2, h.sh("mkfifo -m 0600 " .. fifo)) == 0)
+      child = M.spawn(("luajit -e 'local ffi = require [[ffi]] ffi.cdef [[int getpgid(int);]] " ..
+        "for l in io.lines(%q) do for i = 1, tonumber(l) do ffi.C.getpgid(0) end " ..
+        "print([[ok]]) io.flush() end'"):format(fifo))
+      cmd = assert(io.open(fifo, "w"))
+      os.remove(fifo)
+      cmd:setvbuf("no")
+    end
+    return child.pid
+  end
+
+  function M.getpgid(n)
+    M.caller()
+    cmd:write(n or 1, "\n")
+    assert(M.line(child) == "ok", "the getpgid child did not answer")
+  end
 end
 
 -- A child that calls getpgid(0) n times (or for secs seconds of CPU time when
