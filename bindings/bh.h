@@ -279,6 +279,8 @@ BH_LOCAL void bh_newmetatable(lua_State *L, const char *name, const luaL_Reg *me
 			      const luaL_Reg *methods);
 BH_LOCAL void *bh_checkud(lua_State *L, int idx, const char *tname);
 BH_LOCAL void *bh_testud(lua_State *L, int idx, const char *tname);
+/* The type of the value at idx for messages: its metatable's __name, else luaL_typename. */
+BH_LOCAL const char *bh_typename(lua_State *L, int idx);
 BH_LOCAL int bh_opt_check(lua_State *L, int idx, const char *fn, const char *const known[]);
 /*
  * Push n as messages show numbers ("%.14g": 1, 1.5) and return it. Lua 5.4's

@@ -61,7 +61,7 @@ void *bh_testud(lua_State *L, int idx, const char *tname)
 	return p;
 }
 
-static const char *typename_of(lua_State *L, int idx)
+const char *bh_typename(lua_State *L, int idx)
 {
 	const char *n;
 
@@ -81,7 +81,7 @@ void *bh_checkud(lua_State *L, int idx, const char *tname)
 
 	if (!p) {
 		const char *msg = lua_pushfstring(L, "%s expected, got %s", tname,
-						  typename_of(L, idx));
+						  bh_typename(L, idx));
 
 		luaL_argerror(L, idx, msg);
 	}

@@ -87,7 +87,7 @@ static const char *article(const char *word)
 static __attribute__((noinline, noreturn)) void map_badself(lua_State *L, const char *op)
 {
 	const char *msg = lua_pushfstring(L, "bpfhost.map expected, got %s (call it as m:%s(...))",
-					  luaL_typename(L, 1), op);
+					  bh_typename(L, 1), op);
 
 	luaL_argerror(L, 1, msg);
 	abort();
@@ -258,7 +258,7 @@ struct bh_map *bh_map_check(lua_State *L, int idx)
 
 	if (!m) {
 		const char *msg = lua_pushfstring(L, "bpfhost.map expected, got %s",
-						  luaL_typename(L, idx));
+						  bh_typename(L, idx));
 
 		luaL_argerror(L, idx, msg);
 	}

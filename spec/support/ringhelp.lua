@@ -42,14 +42,15 @@ end
 -- A bpfhost script in a file, run in the background with SIGINT and SIGTERM
 -- at their defaults (sh would start it with SIGINT ignored); returns its
 -- pid and the path of its output (path .. ".rc" gets the exit status).
-function r.start(src)
+-- interp runs it instead of the host (lua5.4: the script sets its cpath).
+function r.start(src, interp)
   local path = os.tmpname()
   local f = assert(io.open(path .. ".lua", "w"))
   f:write(src)
   f:close()
   h.sh(("(env --default-signal=INT,TERM BPFHOST_BUILD=%s %s %s.lua > %s 2>&1 & " ..
     "echo $! > %s.pid; wait $!; echo $? > %s.rc) > /dev/null 2>&1 &")
-    :format(h.build, h.host, path, path, path, path))
+    :format(h.build, interp or h.host, path, path, path, path))
   for _ = 1, 200 do
     local pf = io.open(path .. ".pid")
     local pid = pf and tonumber(pf:read("*a"))
