@@ -114,7 +114,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Wno-unused-funct
 	      -I$(dir $(VMLINUX_H)) -Ibpf $(CLANG_SYS_INCLUDES)
 
 .DELETE_ON_ERROR:
-.PHONY: all host bindings bpf test run bench check clean deps install uninstall
+.PHONY: all host bindings bpf test run bench check clean deps install install-rock uninstall
 
 all: bindings host bpf
 
@@ -292,12 +292,53 @@ deps:
 
 # ---- installation ----------------------------------------------------------
 
-install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUA_CMODDIR)
-	install -m 0755 $(HOST) $(DESTDIR)$(BINDIR)/bpfhost
-	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+INSTALL ?= install
 
+# The example scripts (scripts/bench.lua drives the benchmarks: not one) and
+# the BPF objects they load, by the names they use.
+EXAMPLES    := $(filter-out scripts/bench.lua,$(wildcard scripts/*.lua))
+EXAMPLE_BPF := $(sort $(shell grep -oh '[a-z0-9_]*\.bpf\.o' $(EXAMPLES)))
+
+# The module for $(LUA) goes to LUA_CMODDIR; the other one, when it was
+# built (make LUA=lua5.4, or make test), to its own Lua's directory.
+ifeq ($(LUA_ABI),5.4)
+OTHER_MODULE  := $(MODULE_JIT)
+OTHER_CMODDIR := $(LUAJIT_CMODDIR)
+else
+OTHER_MODULE  := $(MODULE_54)
+OTHER_CMODDIR := $(LUA54_CMODDIR)
+endif
+
+# install: the host, the module(s), the man page (its version and paths
+# filled in), and the examples under $(SHAREDIR): scripts/ and bpf/, where
+# the scripts look for their objects when there is no build beside them.
+install: all install-rock
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(SHAREDIR)/scripts $(DESTDIR)$(SHAREDIR)/bpf
+	$(Q)if [ -f $(OTHER_MODULE) ]; then \
+		echo "$(INSTALL) -m 0755 $(OTHER_MODULE) $(DESTDIR)$(OTHER_CMODDIR)/bpfhost.so"; \
+		$(INSTALL) -d $(DESTDIR)$(OTHER_CMODDIR) && \
+		$(INSTALL) -m 0755 $(OTHER_MODULE) $(DESTDIR)$(OTHER_CMODDIR)/bpfhost.so; \
+	fi
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@SHAREDIR@|$(SHAREDIR)|g' host/bpfhost.1 \
+		> $(DESTDIR)$(MANDIR)/man1/bpfhost.1
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/bpfhost.1
+	$(INSTALL) -m 0644 $(EXAMPLES) $(DESTDIR)$(SHAREDIR)/scripts
+	$(INSTALL) -m 0644 $(EXAMPLE_BPF:%=$(O)/bpf/%) $(DESTDIR)$(SHAREDIR)/bpf
+
+# What the rockspec installs: the host and the module for $(LUA) (LuaRocks
+# passes its BINDIR, and LUA_CMODDIR=its LIBDIR, and deploys them itself).
+install-rock: host bindings
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUA_CMODDIR)
+	$(INSTALL) -m 0755 $(HOST) $(DESTDIR)$(BINDIR)/bpfhost
+	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+
+# uninstall removes what install put there (directories it made stay, but
+# $(SHAREDIR)'s own), whichever modules were built.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/bpfhost $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+	rm -f $(DESTDIR)$(BINDIR)/bpfhost $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so \
+		$(DESTDIR)$(OTHER_CMODDIR)/bpfhost.so $(DESTDIR)$(MANDIR)/man1/bpfhost.1 \
+		$(EXAMPLES:scripts/%=$(DESTDIR)$(SHAREDIR)/scripts/%) \
+		$(EXAMPLE_BPF:%=$(DESTDIR)$(SHAREDIR)/bpf/%)
+	rmdir $(DESTDIR)$(SHAREDIR)/scripts $(DESTDIR)$(SHAREDIR)/bpf $(DESTDIR)$(SHAREDIR) 2>/dev/null || true
 
 -include $(BINDINGS_OBJ:.o=.d) $(BINDINGS_OBJ_54:.o=.d) $(HOST_OBJ:.o=.d)

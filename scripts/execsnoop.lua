@@ -37,11 +37,21 @@ while arg and arg[i] do
   end
 end
 
-local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
-local dir = os.getenv("BPFHOST_OBJ_DIR") or
-  ((os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf")
+-- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
+-- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/
+-- (installed: share/bpfhost/scripts and share/bpfhost/bpf).
+local function object(name)
+  local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
+  local dir = os.getenv("BPFHOST_OBJ_DIR")
+  if not dir then
+    dir = (os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf"
+    local f = io.open(dir .. "/" .. name)
+    if f then f:close() else dir = here .. "/bpf" end
+  end
+  return dir .. "/" .. name
+end
 
-local obj = bpf.open(dir .. "/execsnoop.bpf.o")
+local obj = bpf.open(object("execsnoop.bpf.o"))
 if pid then obj.rodata.targ_pid = pid end
 obj:load()
 obj:attach()

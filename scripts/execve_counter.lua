@@ -8,10 +8,21 @@ if not every or every <= 0 then
   os.exit(2)
 end
 
-local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
-local path = os.getenv("BPFHOST_OBJ_DIR") or (here .. "/build/bpf")
+-- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
+-- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/
+-- (installed: share/bpfhost/scripts and share/bpfhost/bpf).
+local function object(name)
+  local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
+  local dir = os.getenv("BPFHOST_OBJ_DIR")
+  if not dir then
+    dir = (os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf"
+    local f = io.open(dir .. "/" .. name)
+    if f then f:close() else dir = here .. "/bpf" end
+  end
+  return dir .. "/" .. name
+end
 
-local obj = bpf.load(path .. "/execve_counter.bpf.o")
+local obj = bpf.load(object("execve_counter.bpf.o"))
 local counts = obj:get_map("execve_counter")
 counts:update("execve_counter", 0)
 obj:attach()

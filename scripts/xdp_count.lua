@@ -10,7 +10,20 @@ local bpf = require "bpfhost"
 local port = tonumber(arg[1] or 4242)
 local seconds = tonumber(arg[2] or 5)
 local drop = arg[3] == "drop"
-local build = os.getenv("BPFHOST_BUILD") or "build"
+
+-- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
+-- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/
+-- (installed: share/bpfhost/scripts and share/bpfhost/bpf).
+local function object(name)
+  local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
+  local dir = os.getenv("BPFHOST_OBJ_DIR")
+  if not dir then
+    dir = (os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf"
+    local f = io.open(dir .. "/" .. name)
+    if f then f:close() else dir = here .. "/bpf" end
+  end
+  return dir .. "/" .. name
+end
 
 local pid = io.open("/proc/self/stat"):read("*l"):match("^%d+")
 local ns, host_if, peer_if = "bhx" .. pid, "bhxh" .. pid, "bhxp" .. pid
@@ -34,7 +47,7 @@ end
 
 local function main()
   setup()
-  local obj = bpf.open(build .. "/bpf/test_net.bpf.o")
+  local obj = bpf.open(object("test_net.bpf.o"))
   obj.rodata.udp_port = port       -- const volatile: fixed at load
   obj.rodata.drop = drop
   obj:load()
