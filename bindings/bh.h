@@ -249,6 +249,14 @@ BH_LOCAL void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int i
 			       int ncpus);
 BH_LOCAL void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *src,
 			       int ncpus);
+/*
+ * LuaJIT's generated codecs (codec.c, "Generated codecs"): push the FFI
+ * declaration "const <type> *", the decoder's or the encoder's Lua source;
+ * 0, pushing nothing, for a plan they do not cover.
+ */
+BH_LOCAL int bh_push_ffi_decl(lua_State *L, const struct bh_plan *p);
+BH_LOCAL int bh_push_lua_decoder(lua_State *L, const struct bh_plan *p);
+BH_LOCAL int bh_push_lua_encoder(lua_State *L, const struct bh_plan *p);
 BH_LOCAL int bh_codec_error(struct bh_cctx *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));
 BH_LOCAL void bh_codec_init(lua_State *L);

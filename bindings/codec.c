@@ -4,6 +4,7 @@
  * decode walk the plan, never the BTF.
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -991,7 +992,7 @@ static int type_decode(lua_State *L)
 	return 1;
 }
 
-/* T.size, T.name, T:encode, T:decode; upvalues: encode, decode. */
+/* T.size, T.name, T:encode, T:decode (and T:__codegen); upvalues: encode, decode, __codegen. */
 static int type_index(lua_State *L)
 {
 	struct bh_type *t = lua_touserdata(L, 1);
@@ -1007,6 +1008,8 @@ static int type_index(lua_State *L)
 		lua_pushinteger(L, t->root->size);
 	else if (!strcmp(k, "name"))
 		lua_pushstring(L, t->root->cname);
+	else if (!strcmp(k, "__codegen"))
+		lua_pushvalue(L, lua_upvalueindex(3));
 	else
 		lua_pushnil(L);
 	return 1;
@@ -2272,6 +2275,501 @@ void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *sr
 }
 
 /* ------------------------------------------------------------------------ */
+/* -- Generated codecs (LuaJIT) ------------------------------------------- */
+
+/*
+ * Under LuaJIT the copying ring buffer (bindings/lua/ringview.lua) and the
+ * map fast path (bindings/lua/mapops.lua) read and write values through Lua
+ * generated here from a plan, which bindings/lua/codecgen.lua loads: an FFI
+ * declaration of the type, a decoder that builds the value bh_decode builds,
+ * and an encoder that writes the bytes bh_encode writes for plain input and
+ * declines everything else (the C codec then does it all again and raises
+ * its own error). LuaJIT compiles them into the caller's trace: a struct
+ * decodes as one template copy and a load per field, where the C API pays a
+ * call per field. The specs compare both with this codec over random values.
+ */
+
+/* A C identifier, which the generated declaration and source hold as they are. */
+static int is_ident(const char *s)
+{
+	size_t i;
+
+	if (!s || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
+		return 0;
+	for (i = 1; s[i]; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+/*
+ * The FFI declaration: a packed union in which each field sits in its own
+ * packed struct behind a pad of its offset, so that flattened anonymous
+ * members and unions need no layout rebuilt.
+ */
+struct ffigen {
+	luaL_Buffer b;
+	int npad;
+	int bad;             /* arrays nest deeper than written for */
+};
+
+static void ffi_member(struct ffigen *g, const struct bh_plan *p, const char *name);
+
+static void ffi_scalar(struct ffigen *g, const struct bh_plan *p)
+{
+	char buf[32];
+
+	switch (p->kind) {
+	case BH_K_FLOAT:
+		luaL_addstring(&g->b, p->size == 4 ? "float" : "double");
+		return;
+	case BH_K_BOOL:
+		if (p->size == 1) {
+			luaL_addstring(&g->b, "bool");
+			return;
+		}
+		/* fall through */
+	default:
+		snprintf(buf, sizeof(buf), "%sint%u_t", p->is_signed ? "" : "u", p->size * 8);
+		luaL_addstring(&g->b, buf);
+	}
+}
+
+static void ffi_composite(struct ffigen *g, const struct bh_plan *p)
+{
+	char buf[64];
+	uint32_t i;
+
+	luaL_addstring(&g->b, "union __attribute__((packed)) { ");
+	for (i = 0; i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+
+		/* LuaJIT declares bitfields in 32-bit units only: leave wider ones out */
+		if (f->bit_size && f->bit_off + f->bit_size > 32)
+			continue;
+		if (!f->off && !f->bit_size) {
+			ffi_member(g, f->plan, f->name);
+			luaL_addstring(&g->b, "; ");
+			continue;
+		}
+		luaL_addstring(&g->b, "struct __attribute__((packed)) { ");
+		if (f->off) {
+			snprintf(buf, sizeof(buf), "uint8_t __bh_p%d[%u]; ", g->npad++, f->off);
+			luaL_addstring(&g->b, buf);
+		}
+		if (f->bit_size) {
+			const char *sign = f->plan->is_signed && f->plan->kind != BH_K_BOOL ? "int"
+											     : "uint";
+
+			if (f->bit_off) {
+				snprintf(buf, sizeof(buf), "%s32_t : %u; ", sign, f->bit_off);
+				luaL_addstring(&g->b, buf);
+			}
+			snprintf(buf, sizeof(buf), "%s32_t ", sign);
+			luaL_addstring(&g->b, buf);
+			luaL_addstring(&g->b, f->name);
+			snprintf(buf, sizeof(buf), " : %u; ", f->bit_size);
+			luaL_addstring(&g->b, buf);
+		} else {
+			ffi_member(g, f->plan, f->name);
+			luaL_addstring(&g->b, "; ");
+		}
+		luaL_addstring(&g->b, "}; ");
+	}
+	if (p->size) {
+		snprintf(buf, sizeof(buf), "uint8_t __bh_p%d[%u]; ", g->npad++, p->size);
+		luaL_addstring(&g->b, buf);
+	}
+	luaL_addstring(&g->b, "}");
+}
+
+static void ffi_member(struct ffigen *g, const struct bh_plan *p, const char *name)
+{
+	uint32_t dims[16];
+	int nd = 0, i;
+	char buf[32];
+
+	while (p->kind == BH_K_ARRAY && nd < 15) {
+		dims[nd++] = p->count;
+		p = p->elem;
+	}
+	switch (p->kind) {
+	case BH_K_ARRAY:
+		g->bad = 1;
+		break;
+	case BH_K_CHARS:
+		luaL_addstring(&g->b, "char");
+		dims[nd++] = p->size;
+		break;
+	case BH_K_BYTES:
+	case BH_K_RAW:
+		luaL_addstring(&g->b, "uint8_t");
+		dims[nd++] = p->size;
+		break;
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		ffi_composite(g, p);
+		break;
+	default:
+		ffi_scalar(g, p);
+	}
+	luaL_addchar(&g->b, ' ');
+	luaL_addstring(&g->b, name);
+	for (i = 0; i < nd; i++) {
+		snprintf(buf, sizeof(buf), "[%u]", dims[i]);
+		luaL_addstring(&g->b, buf);
+	}
+}
+
+/*
+ * Push the declaration "const <type> *" for the plan (a scalar or an array
+ * is member "value" of a union); 0, pushing nothing, when arrays nest
+ * deeper than 15.
+ */
+int bh_push_ffi_decl(lua_State *L, const struct bh_plan *p)
+{
+	struct ffigen g;
+
+	g.npad = 0;
+	g.bad = 0;
+	luaL_buffinit(L, &g.b);
+	luaL_addstring(&g.b, "const ");
+	if (p->kind == BH_K_STRUCT || p->kind == BH_K_UNION) {
+		ffi_composite(&g, p);
+		luaL_addstring(&g.b, " *");
+	} else {
+		luaL_addstring(&g.b, "union __attribute__((packed)) { ");
+		ffi_member(&g, p, "value");
+		luaL_addstring(&g.b, "; } *");
+	}
+	luaL_pushresult(&g.b);
+	if (g.bad) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The decoder: the source of a chunk that takes (u64, s64, chars, fstring,
+ * f32, f64) and returns function(p), p a pointer of the declared type,
+ * building the same value bh_decode would. Compiled with its caller, its
+ * table need not even be allocated when the caller only reads fields.
+ * Floats are read by f32(p, offset) and f64(p, offset), never as fields:
+ * LuaJIT's FFI loads a NaN as it is, and some NaN payloads are the tags of
+ * other Lua values (nil, for one); those read the bits first, and give the
+ * canonical NaN, as lua_pushnumber does.
+ */
+struct gen {
+	luaL_Buffer b;
+	int budget; /* nodes left before the type counts as too big */
+};
+
+static void gen_add(struct gen *g, const char *s)
+{
+	luaL_addstring(&g->b, s);
+}
+
+static void gen_printf(struct gen *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void gen_printf(struct gen *g, const char *fmt, ...)
+{
+	char buf[640];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	luaL_addstring(&g->b, buf);
+}
+
+/* p at access, at byte off from the decoder's pointer. */
+static int gen_expr(struct gen *g, const struct bh_plan *p, const char *access, uint32_t off)
+{
+	char buf[320];
+	uint32_t i;
+
+	if (--g->budget < 0 || strlen(access) > 200)
+		return 0;
+	switch (p->kind) {
+	case BH_K_INT:
+	case BH_K_ENUM:
+		if (p->size == 8)
+			gen_printf(g, "%s(%s)", p->is_signed ? "s64" : "u64", access);
+		else
+			gen_add(g, access);
+		return 1;
+	case BH_K_BOOL:
+		gen_printf(g, "(%s %s)", access, p->size == 1 ? "== true" : "~= 0");
+		return 1;
+	case BH_K_FLOAT:
+		gen_printf(g, "f%u(p, %u)", p->size * 8, off);
+		return 1;
+	case BH_K_CHARS:
+		gen_printf(g, "chars(%s, %u)", access, p->size);
+		return 1;
+	case BH_K_BYTES:
+	case BH_K_RAW:
+		gen_printf(g, "fstring(%s, %u)", access, p->size);
+		return 1;
+	case BH_K_ARRAY:
+		gen_add(g, "{");
+		for (i = 0; i < p->count; i++) {
+			snprintf(buf, sizeof(buf), "%s[%u]", access, i);
+			if (!gen_expr(g, p->elem, buf, off + i * p->elem->size))
+				return 0;
+			gen_add(g, ",");
+		}
+		gen_add(g, "}");
+		return 1;
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		gen_add(g, "{");
+		for (i = 0; i < p->count; i++) {
+			const struct bh_field *f = &p->fields[i];
+
+			if (!is_ident(f->name))
+				return 0;
+			snprintf(buf, sizeof(buf), "%s[\"%s\"]", access, f->name);
+			gen_printf(g, "[\"%s\"]=", f->name);
+			if (f->bit_size) {
+				if (f->bit_off + f->bit_size > 32)
+					return 0;
+				if (f->plan->kind == BH_K_BOOL)
+					gen_printf(g, "(%s ~= 0)", buf);
+				else
+					gen_add(g, buf);
+			} else if (!gen_expr(g, f->plan, buf, off + f->off)) {
+				return 0;
+			}
+			gen_add(g, ",");
+		}
+		gen_add(g, "}");
+		return 1;
+	}
+	return 0;
+}
+
+/* Push the decoder's source; 0, pushing nothing, for types it does not cover (wide bitfields, big arrays). */
+int bh_push_lua_decoder(lua_State *L, const struct bh_plan *p)
+{
+	struct gen g;
+	int ok;
+
+	g.budget = 512;
+	luaL_buffinit(L, &g.b);
+	gen_add(&g, "local u64, s64, chars, fstring, f32, f64 = ...\nreturn function(p) return ");
+	ok = gen_expr(&g, p, p->kind == BH_K_STRUCT || p->kind == BH_K_UNION ? "p" : "p.value", 0);
+	gen_add(&g, " end\n");
+	luaL_pushresult(&g.b);
+	if (!ok) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The encoder: the source of a chunk that takes (type, floor, getmetatable,
+ * next, istype, uint64_t, int64_t, INT64_MAX as uint64_t, ffi.copy, huge)
+ * and returns function(d, v): d a pointer of the declared type to zeroed
+ * bytes, v the Lua value. It writes what enc() would and returns true, or
+ * returns false as soon as v is not plain: a wrong type, a number out of
+ * range or not integral, a table with a metatable or a key the type does not
+ * have, two members of one union, an enumerator's name, a 64-bit number
+ * beyond 2^53, a byte array given as a table. Checks mirror enc()'s, so
+ * whatever it accepts, enc() accepts with the same bytes.
+ */
+static int enc_gen(struct gen *g, const struct bh_plan *p, const char *a, const char *x, int d);
+
+/* An integer of bits bits (signed or not) given a plain Lua number, into a. */
+static void enc_int_range(struct gen *g, const char *a, const char *x, unsigned bits, int is_signed)
+{
+	double lo = is_signed ? -ldexp(1, (int)bits - 1) : 0;
+	double hi = is_signed ? ldexp(1, (int)bits - 1) - 1 : ldexp(1, (int)bits) - 1;
+
+	gen_printf(g, "if type(%s) ~= 'number' or %s < %.0f or %s > %.0f or floor(%s) ~= %s "
+		      "then return false end\n", x, x, lo, x, hi, x, x);
+	gen_printf(g, "%s = %s\n", a, x);
+}
+
+static int enc_fields(struct gen *g, const struct bh_plan *p, const char *a, const char *x, int d)
+{
+	char acc[320], y[16];
+	uint32_t i;
+	int k;
+
+	if (p->ngroups > 60)
+		return 0;
+	snprintf(y, sizeof(y), "x%d", d + 1);
+	gen_printf(g, "if type(%s) ~= 'table' or getmetatable(%s) ~= nil then return false end\n",
+		   x, x);
+	gen_printf(g, "do local n%d = 0\n", d);
+	for (k = 1; k <= p->ngroups; k++)
+		gen_printf(g, "local g%d_%d = 0\n", d, k);
+	for (i = 0; i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+		int gi = f->group, m = f->member;
+
+		if (!is_ident(f->name) || --g->budget < 0)
+			return 0;
+		snprintf(acc, sizeof(acc), "%s[\"%s\"]", a, f->name);
+		gen_printf(g, "do local %s = %s[\"%s\"] if %s ~= nil then n%d = n%d + 1\n", y, x,
+			   f->name, y, d, d);
+		/* one member per union, at every level: the C codec checks any more */
+		for (; gi; m = p->groups[gi].member, gi = p->groups[gi].parent)
+			gen_printf(g, "if g%d_%d ~= 0 and g%d_%d ~= %d then return false end "
+				      "g%d_%d = %d\n", d, gi, d, gi, m, d, gi, m);
+		if (f->bit_size) {
+			if (f->bit_off + f->bit_size > 32)
+				return 0;
+			if (f->plan->kind == BH_K_BOOL) {
+				gen_printf(g, "if type(%s) ~= 'boolean' then return false end\n", y);
+				gen_printf(g, "%s = %s and 1 or 0\n", acc, y);
+			} else {
+				enc_int_range(g, acc, y, f->bit_size, f->plan->is_signed);
+			}
+		} else if (!enc_gen(g, f->plan, acc, y, d + 1)) {
+			return 0;
+		}
+		gen_add(g, "end end\n");
+	}
+	gen_printf(g, "if n%d ~= nkeys(%s) then return false end\nend\n", d, x);
+	return 1;
+}
+
+static int enc_gen(struct gen *g, const struct bh_plan *p, const char *a, const char *x, int d)
+{
+	char acc[320], y[16];
+
+	if (--g->budget < 0 || strlen(a) > 200 || d > 24)
+		return 0;
+	switch (p->kind) {
+	case BH_K_INT:
+	case BH_K_ENUM:
+		if (p->size < 8) {
+			enc_int_range(g, a, x, p->size * 8, p->is_signed);
+			return 1;
+		}
+		/* numbers within 2^53, and the 64-bit cdata decode gives beyond */
+		gen_printf(g, "if type(%s) == 'number' then\n", x);
+		gen_printf(g, "if %s < %s or %s > 9007199254740992 or floor(%s) ~= %s then "
+			      "return false end\n", x, p->is_signed ? "-9007199254740992" : "0", x, x, x);
+		if (p->is_signed)
+			gen_printf(g, "elseif not (istype(s64t, %s) or (istype(u64t, %s) and %s <= "
+				      "s64max)) then return false end\n", x, x, x);
+		else
+			gen_printf(g, "elseif not (istype(u64t, %s) or (istype(s64t, %s) and %s >= 0))"
+				      " then return false end\n", x, x, x);
+		gen_printf(g, "%s = %s\n", a, x);
+		return 1;
+	case BH_K_BOOL:
+		gen_printf(g, "if type(%s) ~= 'boolean' then return false end\n", x);
+		if (p->size == 1)
+			gen_printf(g, "%s = %s\n", a, x);
+		else
+			gen_printf(g, "%s = %s and 1 or 0\n", a, x);
+		return 1;
+	case BH_K_FLOAT:
+		gen_printf(g, "if type(%s) ~= 'number' then return false end\n", x);
+		/* enc_float: a finite double beyond float's range is an error */
+		if (p->size == 4)
+			gen_printf(g, "if (%s > %.17g and %s < huge) or (%s < -%.17g and %s > -huge) "
+				      "then return false end\n", x, (double)FLT_MAX, x, x,
+				   (double)FLT_MAX, x);
+		gen_printf(g, "%s = %s\n", a, x);
+		return 1;
+	case BH_K_CHARS:
+		gen_printf(g, "if type(%s) ~= 'string' or #%s > %u then return false end\n", x, x,
+			   p->count);
+		gen_printf(g, "copy(%s, %s, #%s)\n", a, x, x);
+		return 1;
+	case BH_K_BYTES:
+	case BH_K_RAW:
+		gen_printf(g, "if type(%s) ~= 'string' or #%s ~= %u then return false end\n", x, x,
+			   p->kind == BH_K_RAW ? p->size : p->count);
+		gen_printf(g, "copy(%s, %s, %u)\n", a, x, p->kind == BH_K_RAW ? p->size : p->count);
+		return 1;
+	case BH_K_ARRAY:
+		snprintf(y, sizeof(y), "x%d", d + 1);
+		snprintf(acc, sizeof(acc), "%s[i%d]", a, d);
+		gen_printf(g, "if type(%s) ~= 'table' or getmetatable(%s) ~= nil then return false "
+			      "end\n", x, x);
+		gen_printf(g, "do local n%d = 0\nfor i%d = 0, %u do local %s = %s[i%d + 1] "
+			      "if %s ~= nil then n%d = n%d + 1\n", d, d, p->count - 1, y, x, d, y, d,
+			   d);
+		if (!enc_gen(g, p->elem, acc, y, d + 1))
+			return 0;
+		gen_printf(g, "end end\nif n%d ~= nkeys(%s) then return false end\nend\n", d, x);
+		return 1;
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		return enc_fields(g, p, a, x, d);
+	}
+	return 0;
+}
+
+/* Push the encoder's source; 0, pushing nothing, for types it does not cover. */
+int bh_push_lua_encoder(lua_State *L, const struct bh_plan *p)
+{
+	struct gen g;
+	int ok;
+
+	g.budget = 512;
+	luaL_buffinit(L, &g.b);
+	gen_add(&g, "local type, floor, getmetatable, next, istype, u64t, s64t, s64max, copy, huge"
+		    " = ...\nlocal function nkeys(t) local n = 0 for _ in next, t do n = n + 1 end "
+		    "return n end\nreturn function(d, x0)\n");
+	ok = enc_gen(&g, p, p->kind == BH_K_STRUCT || p->kind == BH_K_UNION ? "d" : "d.value", "x0",
+		     0);
+	gen_add(&g, "return true\nend\n");
+	luaL_pushresult(&g.b);
+	if (!ok) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * T:__codegen() (private: codecgen.lua's): the FFI declaration "const <type>
+ * *" (or nil), the decoder's and the encoder's sources (or nil), the offset
+ * of every field the declaration holds at top level, by name ({value = 0}
+ * for a scalar or an array), for checking the layout, and the plan's kind.
+ */
+static int type_codegen(lua_State *L)
+{
+	static const char *const kinds[] = { "raw",   "int",   "bool",  "enum",   "float",
+					     "chars", "bytes", "array", "struct", "union" };
+	struct bh_type *t = type_self(L);
+	const struct bh_plan *p = t->root;
+	uint32_t i;
+
+	_Static_assert(sizeof(kinds) / sizeof(kinds[0]) == BH_K_UNION + 1, "a name per kind");
+	if (!bh_push_ffi_decl(L, p))
+		lua_pushnil(L);
+	if (!bh_push_lua_decoder(L, p))
+		lua_pushnil(L);
+	if (!bh_push_lua_encoder(L, p))
+		lua_pushnil(L);
+	lua_newtable(L);
+	if (p->kind == BH_K_STRUCT || p->kind == BH_K_UNION) {
+		for (i = 0; i < p->count; i++) {
+			if (p->fields[i].bit_size)
+				continue;
+			lua_pushinteger(L, p->fields[i].off);
+			lua_setfield(L, -2, p->fields[i].name);
+		}
+	} else {
+		lua_pushinteger(L, 0);
+		lua_setfield(L, -2, "value");
+	}
+	lua_pushstring(L, kinds[p->kind]);
+	return 5;
+}
+
+/* ------------------------------------------------------------------------ */
 /* -- bpf.sum ------------------------------------------------------------- */
 
 static char add_key;
@@ -2526,7 +3024,9 @@ void bh_codec_init(lua_State *L)
 	lua_setfield(L, -2, "decode");
 	lua_getfield(L, -1, "encode");
 	lua_getfield(L, -2, "decode");
-	lua_pushcclosure(L, type_index, 2);
+	lua_pushvalue(L, -4);
+	lua_pushcclosure(L, type_codegen, 1);
+	lua_pushcclosure(L, type_index, 3);
 	lua_setfield(L, -3, "__index");
 	lua_setfield(L, -2, "__methods"); /* for the REPL's completion and the docs check */
 	lua_pop(L, 1);

@@ -19,6 +19,7 @@ if not jit then return nil end -- the FFI is LuaJIT's: other Luas get C's hand-o
 
 local ffi = require "ffi"
 local bit = require "bit"
+local codecgen = require "bpfhost.codecgen"
 
 local band = bit.band
 local cast, fstring, tonumber, error = ffi.cast, ffi.string, tonumber, error
@@ -60,17 +61,8 @@ local function shared(lud, size)
 end
 M.shared = shared
 
--- One ctype per declaration: every consumer of a type shares it, and with
--- it the traces compiled for it (ctypes live as long as the FFI state anyway).
-local ctypes = {}
-local function ctype(decl)
-  local ct = ctypes[decl]
-  if not ct then
-    ct = ffi.typeof(decl)
-    ctypes[decl] = ct
-  end
-  return ct
-end
+-- One ctype per declaration, shared with the maps' fast path.
+local ctype = codecgen.ctype
 
 -- The view of a ring: its shared block and the pointer type of its records.
 -- The walk in M.view reads a record's header, then its data, with plain
@@ -118,7 +110,7 @@ function M.typed(sh, fn, name, fill, t, ring, i)
 end
 
 -- Copied-out records decoded by a decoder generated for their type (see
--- push_lua_decoder in ringbuf.c).
+-- "Generated codecs" in codec.c).
 local function bad_size(name, len, tname, size)
   error(("ringbuf '%s': a record of %d bytes does not match %s (%d bytes); " ..
     "give no type for variable-size records"):format(name, len, tname, size), 0)
@@ -140,40 +132,9 @@ function M.decoded(sh, fn, name, ct, dec, size, tname)
   return n, false
 end
 
--- As the codec: 64-bit integers within 2^53 are numbers, others stay cdata.
-local U53 = 9007199254740992ULL
-local S53, NS53 = 9007199254740992LL, -9007199254740992LL
-local function u64(v)
-  if v <= U53 then return tonumber(v) end
-  return v
-end
-local function s64(v)
-  if v >= NS53 and v <= S53 then return tonumber(v) end
-  return v
-end
-if not pcall(function() return ffi.C.strnlen end) then
-  ffi.cdef "size_t strnlen(const char *s, size_t maxlen);"
-end
-local strnlen = ffi.C.strnlen
-local function chars(a, n)
-  return fstring(a, strnlen(a, n))
-end
-
 -- The pointer type and decoder function for a record type, or nil when the
 -- generated source does not load (C decodes then).
-local decoders = {}
-function M.decoder(decl, src)
-  local ok, ct = pcall(ctype, decl)
-  if not ok then return nil end
-  local dec = decoders[src]
-  if not dec then
-    local chunk = loadstring(src, "=bpfhost.ringview decoder")
-    if not chunk then return nil end
-    dec = chunk(u64, s64, chars, fstring)
-    decoders[src] = dec
-  end
-  return ct, dec
-end
+M.decoder = codecgen.decoder
 
 -- Up to max records straight from the ring; n, stopped. The common record
 -- (committed, not discarded, of the type's size) has a header equal to the
