@@ -672,19 +672,32 @@ static int int_code(const struct bh_plan *p)
 
 /*
  * m->fast, for the LuaJIT fast path of lookup/update/delete
- * (bindings/lua/mapops.lua): key code | value code << 8 | 0x10000 for an
- * array (index below max_entries, no delete), when both are integers and the
- * map has nothing else special; 0 otherwise. Kept up to date wherever the
- * plans change.
+ * (bindings/lua/mapops.lua), on maps with nothing special but being an
+ * array (index below max_entries, no delete: 0x10000); 0 for the others.
+ * Key code | value code << 8 | 0x10000 when both are integers (the value
+ * not per-CPU). Else 0x20000 (BH_FAST_GEN) when both sides are typed (not
+ * raw bytes) and the key is an integer or the map no array: the value, and
+ * a key that is not an integer, go through the codecs generated for their
+ * Types (bindings/lua/codecgen.lua); the key code is 0 for a generated key.
+ * Kept up to date wherever the plans change.
  */
+#define BH_FAST_GEN 0x20000
+
 static void map_fast_code(struct bh_map *m)
 {
-	int k = int_code(m->ktype->root), v = int_code(m->vtype->root);
+	const struct bh_plan *kp = m->ktype->root, *vp = m->vtype->root;
+	int k = int_code(kp), v = int_code(vp), array = !!(m->special & BH_MS_ARRAY);
 
 	m->fast = 0;
-	if (!k || !v || m->ncpus || (m->special & ~(unsigned)(BH_MS_ARRAY | BH_MS_NODELETE)))
+	if (m->special & ~(unsigned)(BH_MS_ARRAY | BH_MS_NODELETE))
 		return;
-	m->fast = k | v << 8 | ((m->special & BH_MS_ARRAY) ? 0x10000 : 0);
+	if (k && v && !m->ncpus) {
+		m->fast = k | v << 8 | (array ? 0x10000 : 0);
+		return;
+	}
+	if (kp->kind == BH_K_RAW || vp->kind == BH_K_RAW || (!k && array))
+		return;
+	m->fast = k | BH_FAST_GEN | (array ? 0x10000 : 0);
 }
 
 static inline void array_index_check(lua_State *L, struct bh_map *m, const char *op,

@@ -1,15 +1,19 @@
 -- bpfhost.mapops: LuaJIT's fast path of m:lookup, m:update and m:delete
--- (bindings/map.c), for maps whose keys and values are integers.
+-- (bindings/map.c), for maps whose keys and values are integers, and for
+-- typed maps whose values (and keys that are not integers) have codecs
+-- generated for their Types (bindings/lua/codecgen.lua).
 --
 -- A call to a C function from LuaJIT compiled code costs about as much as
--- the rest of a map op in user space (the trace is left and re-entered), so
--- these Lua functions make the bpf() call themselves through the FFI, and
--- LuaJIT compiles them into the caller's trace. They take only the plain
--- case: a map handle that is open (its fd >= 0), marked fast by C (integer
--- key and value plans: map_fast_code()), no options or flags, numbers that
--- fit (64-bit ones within 2^53), indexes in range. Everything else, and
--- every failure but ENOENT, goes to the C method, which does the whole
--- thing again and says what is wrong.
+-- the rest of a map op in user space (the trace is left and re-entered),
+-- and building a struct's table through the C API as much again, so these
+-- Lua functions make the bpf() call themselves through the FFI, decode and
+-- encode with the generated codecs, and LuaJIT compiles them into the
+-- caller's trace. They take only the plain case: a map handle that is open
+-- (its fd >= 0), marked fast by C (map_fast_code()), no options or flags,
+-- numbers that fit (64-bit ones within 2^53), indexes in range, values the
+-- generated encoder takes as plain. Everything else, and every failure but
+-- ENOENT, goes to the C method, which does the whole thing again and says
+-- what is wrong.
 if not jit then return nil end -- the FFI is LuaJIT's: other Luas take the C methods
 
 local ffi = require "ffi"
@@ -51,10 +55,14 @@ struct bh_mapops_map {
 end
 
 local cast, errno, type, floor, getmetatable = ffi.cast, ffi.errno, type, math.floor, getmetatable
+local rawget, rawset, next, fill, copy = rawget, rawset, next, ffi.fill, ffi.copy
 local band, rshift = bit.band, bit.rshift
 local MAP = ffi.typeof("struct bh_mapops_map *")
 local ENOENT = 2
 local LIMIT = 2 ^ 53
+local GEN = 0x20000 -- map.c's BH_FAST_GEN
+local ok_new, tnew = pcall(require, "table.new")
+if not ok_new then tnew = function() return {} end end
 
 -- By int code (size * 2 + signed, map.c's int_code): a one-element buffer and
 -- the range a number must be in to go there as it is.
@@ -74,14 +82,15 @@ for code, c in pairs(codes) do
   vcodes[code] = {buf = ffi.new(ffi.typeof(c.buf)), vla = c.vla, lo = c.lo, hi = c.hi, code = code}
 end
 
--- The payload of m when m is an open fast map handle, else nil.
+-- The payload of m when m is an open fast map handle, else nil; and its
+-- metatable (its own: map.c's map_newud).
 local function fast_map(m, magic)
   if type(m) ~= "userdata" then return nil end
   local mt = getmetatable(m)
   if type(mt) ~= "table" or mt.__name ~= "bpfhost.map" then return nil end
   local h = cast(MAP, m)
   if h.magic ~= magic or h.fd < 0 or h.fast == 0 then return nil end
-  return h
+  return h, mt
 end
 
 -- The key buffer holding k, or nil when k is not a plain fit.
@@ -110,6 +119,15 @@ local function read(c)
   return tonumber(x)
 end
 
+-- fn called with the first n (0..4) of a, b, c, d: what the caller gave.
+local function callc(fn, n, a, b, c, d)
+  if n == 2 then return fn(a, b) end
+  if n == 3 then return fn(a, b, c) end
+  if n == 4 then return fn(a, b, c, d) end
+  if n == 1 then return fn(a) end
+  return fn()
+end
+
 -- update_batch: chunks of CHUNK keys and values, per int code.
 local CHUNK = 1024
 local kbatch, vbatch = {}, {}
@@ -134,10 +152,111 @@ local function plain(h, kc, vc, k, v)
     and (band(h.fast, 0x10000) == 0 or k < h.max_entries)
 end
 
+-- -- Typed maps: generated codecs -----------------------------------------
+
+-- A map's state lives in its metatable (the handle's own: map_newud), under
+-- a constant key: one hash slot away from the metatable fast_map read.
+local STATE = "__bh_fast"
+
+local function nkeys(t)
+  local n = 0
+  for _ in next, t do n = n + 1 end
+  return n
+end
+
+-- The state of a GEN map (types K and V): a value buffer with its codecs
+-- bound to it (get() decodes it, put(v) encodes v into it, or declines),
+-- and the key's encoder into a key buffer (key(k): the buffer, or nil)
+-- when the key is not an integer. ok is false when the Types have no
+-- generated codecs that passed codecgen's checks: C does everything then.
+-- vt and kt are the plans it was built for: a new plan (set_types, a
+-- reload) makes a new state. The state holds K and V, so that no other
+-- Type can be given their addresses while it exists.
+local function build(h, K, V)
+  local st = {vt = h.vtype, kt = h.ktype, K = K, V = V, ok = false}
+  local cg = require "bpfhost.codecgen"
+  local vc = V and cg.load(V)
+  if not vc or vc.size ~= h.value_size then return st end
+  if band(h.fast, 0xff) == 0 then
+    local kc = K and cg.load(K)
+    if not kc or not kc.enc or kc.size ~= h.key_size then return st end
+    local kbuf = ffi.new("uint8_t[?]", kc.alloc)
+    local kp, ksize, kenc = cast(kc.mct, kbuf), kc.size, kc.enc
+    st.kbuf = kbuf
+    st.key = function(k)
+      fill(kbuf, ksize)
+      if kenc(kp, k) then return kbuf end
+      return nil
+    end
+  end
+  local size, ncpus, dec, enc = vc.size, h.ncpus, vc.dec, vc.enc
+  if ncpus == 0 then
+    local vbuf = ffi.new("uint8_t[?]", vc.alloc)
+    local p, mp = cast(vc.ct, vbuf), cast(vc.mct, vbuf)
+    st.vbuf = vbuf
+    st.get = function() return dec(p) end
+    if enc then
+      st.put = function(v)
+        fill(vbuf, size)
+        return enc(mp, v)
+      end
+    end
+  else
+    -- per-CPU: round_up(size, 8) bytes per possible CPU (map.c's value_bufsz)
+    local stride = band(size + 7, -8)
+    local total = stride * ncpus
+    if total ~= h.value_bufsz then return st end
+    local vbuf = ffi.new("uint8_t[?]", total + vc.alloc)
+    local ct, mct = vc.ct, vc.mct
+    st.vbuf = vbuf
+    st.get = function()
+      local t = tnew(ncpus, 0)
+      for i = 0, ncpus - 1 do t[i + 1] = dec(cast(ct, vbuf + i * stride)) end
+      return t
+    end
+    -- as bh_encode_percpu: one value for every CPU, or an array of one per
+    -- CPU, told apart by the value's shape (codec.c's looks_like); here only
+    -- for the kinds whose shapes tell it simply
+    local kind = vc.kind
+    local structs = kind == "struct" or kind == "union"
+    if enc and kind ~= "array" and kind ~= "bytes" then
+      local mp = cast(mct, vbuf)
+      st.put = function(v)
+        fill(vbuf, total)
+        if type(v) ~= "table" or (structs and rawget(v, 1) == nil) then
+          if not enc(mp, v) then return false end
+          for i = 1, ncpus - 1 do copy(vbuf + i * stride, vbuf, size) end
+          return true
+        end
+        if getmetatable(v) ~= nil or #v ~= ncpus or nkeys(v) ~= ncpus then return false end
+        for i = 0, ncpus - 1 do
+          if not enc(cast(mct, vbuf + i * stride), v[i + 1]) then return false end
+        end
+        return true
+      end
+    end
+  end
+  st.ok = true
+  return st
+end
+
 return function(methods, map_size, magic)
   if ffi.sizeof("struct bh_mapops_map") ~= map_size then return nil end
   local c_lookup, c_update, c_delete = methods.lookup, methods.update, methods.delete
   local c_update_batch = methods.update_batch
+  local c_key_type, c_value_type = methods.key_type, methods.value_type
+
+  -- The state of the GEN map m (payload h, metatable mt), or nil when it
+  -- has no usable generated codecs.
+  local function state(m, h, mt)
+    local st = rawget(mt, STATE)
+    if st == nil or st.vt ~= h.vtype or st.kt ~= h.ktype then
+      st = build(h, c_key_type(m), c_value_type(m))
+      rawset(mt, STATE, st)
+    end
+    if st.ok then return st end
+    return nil
+  end
 
   -- Write the n elements of t (a list of {k, v}, or k -> v) in chunks; false
   -- when the kernel refused one (the C method then does it all again, with
@@ -174,7 +293,7 @@ return function(methods, map_size, magic)
     -- raw access like C's: no table with a metatable here
     local h = flags == nil and select("#", ...) == 2 and type(t) == "table"
       and getmetatable(t) == nil and fast_map(m, magic)
-    if h then
+    if h and band(h.fast, GEN) == 0 then
       local f = h.fast
       local kcode, vcode = band(f, 0xff), band(rshift(f, 8), 0xff)
       local kc, vc = codes[kcode], codes[vcode]
@@ -197,45 +316,102 @@ return function(methods, map_size, magic)
     return c_update_batch(...)
   end
 
-  -- varargs: the C method gets exactly what the caller gave ("got no value")
-  local function lookup(...)
-    local m, k, opts = ...
-    local h = opts == nil and fast_map(m, magic)
-    if h then
-      local kb = key_of(h, k)
-      if kb then
-        local vc = vcodes[band(rshift(h.fast, 8), 0xff)]
-        if lib.bpf_map_lookup_elem(h.fd, kb, vc.buf) == 0 then return read(vc) end
-        if errno() == ENOENT then return nil end
+  -- Each op is a vararg function that counts its arguments and tail-calls
+  -- a fixed-arity one with the count: the C method gets exactly what the
+  -- caller gave ("got no value"), and the fast path runs in no vararg
+  -- frame, which LuaJIT's side traces cannot return through (a loop in a
+  -- generated codec, one per nested table, ends its trace there; returning
+  -- to the caller's loop links the next one).
+  local function lookup_n(n, m, k, opts)
+    if opts == nil then
+      local h, mt = fast_map(m, magic)
+      if h then
+        local f = h.fast
+        if band(f, GEN) == 0 then
+          local kb = key_of(h, k)
+          if kb then
+            local vc = vcodes[band(rshift(f, 8), 0xff)]
+            if lib.bpf_map_lookup_elem(h.fd, kb, vc.buf) == 0 then return read(vc) end
+            if errno() == ENOENT then return nil end
+          end
+        else
+          local st = state(m, h, mt)
+          if st then
+            local kb
+            if band(f, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+            if kb then
+              if lib.bpf_map_lookup_elem(h.fd, kb, st.vbuf) == 0 then return st.get() end
+              if errno() == ENOENT then return nil end
+            end
+          end
+        end
       end
     end
-    return c_lookup(...)
+    return callc(c_lookup, n, m, k, opts)
   end
 
-  local function update(...)
-    local m, k, v, flags = ...
-    local h = flags == nil and type(v) == "number" and fast_map(m, magic)
-    if h then
-      local kb = key_of(h, k)
-      local vc = vcodes[band(rshift(h.fast, 8), 0xff)]
-      if kb and v >= vc.lo and v <= vc.hi and floor(v) == v then
-        vc.buf[0] = v
-        if lib.bpf_map_update_elem(h.fd, kb, vc.buf, 0) == 0 then return true end
+  local function update_n(n, m, k, v, flags)
+    if flags == nil then
+      local h, mt = fast_map(m, magic)
+      if h then
+        local f = h.fast
+        if band(f, GEN) == 0 then
+          local kb = type(v) == "number" and key_of(h, k)
+          local vc = vcodes[band(rshift(f, 8), 0xff)]
+          if kb and v >= vc.lo and v <= vc.hi and floor(v) == v then
+            vc.buf[0] = v
+            if lib.bpf_map_update_elem(h.fd, kb, vc.buf, 0) == 0 then return true end
+          end
+        else
+          local st = state(m, h, mt)
+          local put = st and st.put
+          -- the value first: key_of's buffer is shared by every map, so it
+          -- is written just before the call, with nothing run in between
+          if put and put(v) then
+            local kb
+            if band(f, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+            if kb and lib.bpf_map_update_elem(h.fd, kb, st.vbuf, 0) == 0 then return true end
+          end
+        end
       end
     end
-    return c_update(...)
+    return callc(c_update, n, m, k, v, flags)
   end
 
-  local function delete(...)
-    local m, k, opts = ...
-    local h = opts == nil and fast_map(m, magic)
+  local function delete_n(n, m, k, opts)
+    local h, mt
+    if opts == nil then h, mt = fast_map(m, magic) end
     if h and band(h.fast, 0x10000) == 0 then
-      local kb = key_of(h, k)
+      local kb
+      if band(h.fast, 0xff) ~= 0 then
+        kb = key_of(h, k)
+      else
+        local st = state(m, h, mt)
+        kb = st and st.key(k)
+      end
       if kb then
         if lib.bpf_map_delete_elem(h.fd, kb) == 0 then return true end
         if errno() == ENOENT then return false end
       end
     end
+    return callc(c_delete, n, m, k, opts)
+  end
+
+  local function lookup(...)
+    local n = select("#", ...)
+    if n <= 3 then return lookup_n(n, ...) end
+    return c_lookup(...)
+  end
+
+  local function update(...)
+    local n = select("#", ...)
+    if n <= 4 then return update_n(n, ...) end
+    return c_update(...)
+  end
+
+  local function delete(...)
+    local n = select("#", ...)
+    if n <= 3 then return delete_n(n, ...) end
     return c_delete(...)
   end
 
