@@ -119,7 +119,11 @@ end
 
 local function teardown(c) c.obj:close() end
 
-local lookups = {
+-- Each case gets its own closures (see add): under LuaJIT the typed path
+-- is Lua compiled into the caller's trace, so a loop shared by the cases
+-- would carry one case's trace into the next, as no single call site of a
+-- program does.
+local function lookups() return {
   FFI = function(c, n)
     local f, fd, k, v = lib.bpf_map_lookup_elem, c.fd, c.k, c.v
     for i = 1, n do
@@ -139,9 +143,9 @@ local lookups = {
     local m, kb = c.twin, c.kb
     for i = 1, n do c.last = m:lookup(kb[i % N]) end
   end,
-}
+} end
 
-local updates = {
+local function updates() return {
   FFI = function(c, n)
     local f, fd, k, v = lib.bpf_map_update_elem, c.fd, c.k, c.v
     for i = 1, n do
@@ -161,10 +165,11 @@ local updates = {
     local m, kb, vb = c.twin, c.kb, c.vone
     for i = 1, n do m:update(kb[i % N], vb) end
   end,
-}
+} end
 
 local cases = {}
-local function add(op, fns, shape, what, max)
+local function add(op, make, shape, what, max)
+  local fns = make()
   cases[#cases + 1] = {
     name = ("%s %s"):format(op, what),
     setup = setup(shape),
