@@ -312,7 +312,7 @@ endif
 # install: the host, the module(s), the man page (its version and paths
 # filled in), and the examples under $(SHAREDIR): scripts/ and bpf/, where
 # the scripts look for their objects when there is no build beside them.
-install: all install-rock
+install: all install-rock $(MODULE_JIT)
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(SHAREDIR)/scripts $(DESTDIR)$(SHAREDIR)/bpf
 	$(Q)if [ -f $(OTHER_MODULE) ]; then \
 		echo "$(INSTALL) -m 0755 $(OTHER_MODULE) $(DESTDIR)$(OTHER_CMODDIR)/bpfhost.so"; \

@@ -11,11 +11,28 @@
 
 static const char *const autoload[] = { "pp", NULL };
 
+#ifndef BH_LUAJIT
+/*
+ * The FFI halves: LuaJIT's only. Other Luas get nil from their loaders
+ * without compiling them (they may hold LuaJIT syntax, like 1ULL); C then
+ * does the work itself.
+ */
+static const char *const luajit_only[] = { "mapops", "ringview", "mmapview", "codecgen", NULL };
+#endif
+
 static int preload_loader(lua_State *L)
 {
 	size_t i = (size_t)lua_tointeger(L, lua_upvalueindex(1));
 	char chunkname[64];
 
+#ifndef BH_LUAJIT
+	for (int j = 0; luajit_only[j]; j++) {
+		if (!strcmp(lua_modules[i].name, luajit_only[j])) {
+			lua_pushnil(L);
+			return 1;
+		}
+	}
+#endif
 	snprintf(chunkname, sizeof(chunkname), "=bpfhost.%s", lua_modules[i].name);
 	if (luaL_loadbuffer(L, lua_modules[i].src, lua_modules[i].len, chunkname))
 		return lua_error(L);

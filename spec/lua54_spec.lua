@@ -30,7 +30,7 @@ describe("lua 5.4", function()
     it("is Lua 5.4, with the module built for it", function()
       assert.equal("Lua 5.4", _VERSION)
       assert.is_nil(jit)
-      assert.equal(h.lib .. "/bpfhost.so", package.searchpath("bpfhost", package.cpath))
+      assert.matches("5%.4/bpfhost%.so$", package.searchpath("bpfhost", package.cpath))
       assert.matches("^%d+%.%d+%.%d+$", bpf._VERSION)
     end)
 
@@ -45,10 +45,11 @@ describe("lua 5.4", function()
       assert.matches("bpfhost.map expected, got bpfhost.type %(call it as m:lookup", h.raises(m.lookup, m:key_type(), 1))
     end)
 
-    it("has no FFI halves: their modules give nothing, the view says why", function()
+    it("has no FFI halves: their modules give nothing", function()
       for _, name in ipairs{"mapops", "ringview", "mmapview"} do
-        assert.is_true(require("bpfhost." .. name), name) -- the chunk returned nil
+        assert.is_true(require("bpfhost." .. name), name) -- the loader returned nil
       end
+      assert.is_table(require("bpfhost.pretty")) -- the others load
     end)
 
     it("codec errors show integers as integers", function()

@@ -8,11 +8,13 @@ if h.build:sub(1, 1) ~= "/" then
   h.build = p:read("*l") .. "/" .. h.build
   p:close()
 end
-h.host = h.build .. "/bpfhost"
+-- BPFHOST_HOST and BPFHOST_CPATH test an installed host and module instead
+-- (the fixtures still come from the build: README, "Installing")
+h.host = os.getenv("BPFHOST_HOST") or h.build .. "/bpfhost"
 -- the module built for this interpreter: LuaJIT's in lib/, Lua 5.4's in lua5.4/
 h.luajit = jit ~= nil
 h.lib = h.build .. (h.luajit and "/lib" or "/lua" .. _VERSION:match("%d+%.%d+"))
-package.cpath = h.lib .. "/?.so;" .. package.cpath
+package.cpath = (os.getenv("BPFHOST_CPATH") or h.lib .. "/?.so") .. ";" .. package.cpath
 
 -- `it` for a test that is LuaJIT's by nature (the FFI, cdata): under other
 -- Luas the test is listed as pending, with why (busted's it and pending are
