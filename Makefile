@@ -234,6 +234,8 @@ endif
 # against string.pack), lua54_spec is written in 5.4 (<close>, integers).
 SPECS_LUAJIT_ONLY ?= codec_spec
 SPECS_LUA54_ONLY  ?= lua54_spec
+WHY_LUAJIT_ONLY   := its oracle is LuaJIT's FFI; lua54_spec checks the codec instead
+WHY_LUA54_ONLY    := it is Lua 5.4 code
 
 # test and run do the whole set-up: missing packages, then a build in a
 # sub-make (so that pkg-config is asked after the packages are there).
@@ -247,11 +249,13 @@ endif
 	for l in $(TEST_LUAS); do \
 		if [ "$$($$l -e 'io.write(jit and 1 or 0)')" = 1 ]; then \
 			cpath='$(MODULE_JIT:%/bpfhost.so=%)/?.so'; skip=$(SPECS_LUA54_ONLY); \
+			why="$(WHY_LUA54_ONLY)"; \
 		else \
 			cpath='$(MODULE_54:%/bpfhost.so=%)/?.so'; skip=$(SPECS_LUAJIT_ONLY); \
+			why="$(WHY_LUAJIT_ONLY)"; \
 		fi; \
 		specs=; for s in $(SPECS); do case $$s in *$$skip*) ;; *) specs="$$specs $$s" ;; esac; done; \
-		echo "make test: the specs under $$l ($$skip is not for it)"; \
+		echo "make test: the specs under $$l; not $$skip: $$why"; \
 		[ -n "$$specs" ] || { echo "$$l 0 0" >> $(O)/test-counts; continue; }; \
 		BPFHOST_BUILD=$(O) BPFHOST_SUITE=$$l BPFHOST_COUNTS=$(O)/test-counts \
 			$(BUSTED) --lua=$$l --cpath="$$cpath" --exclude-pattern="$$skip" \
@@ -325,12 +329,14 @@ install: all install-rock $(MODULE_JIT)
 	$(INSTALL) -m 0644 $(EXAMPLES) $(DESTDIR)$(SHAREDIR)/scripts
 	$(INSTALL) -m 0644 $(EXAMPLE_BPF:%=$(O)/bpf/%) $(DESTDIR)$(SHAREDIR)/bpf
 
-# What the rockspec installs: the host and the module for $(LUA) (LuaRocks
-# passes its BINDIR, and LUA_CMODDIR=its LIBDIR, and deploys them itself).
+# What the rockspec installs: the host and the module for $(LUA), into
+# LuaRocks' INST_BINDIR and INST_LIBDIR (it deploys them into its tree).
+INST_BINDIR ?= $(BINDIR)
+INST_LIBDIR ?= $(LUA_CMODDIR)
 install-rock: host bindings
-	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUA_CMODDIR)
-	$(INSTALL) -m 0755 $(HOST) $(DESTDIR)$(BINDIR)/bpfhost
-	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMODDIR)/bpfhost.so
+	$(INSTALL) -d $(DESTDIR)$(INST_BINDIR) $(DESTDIR)$(INST_LIBDIR)
+	$(INSTALL) -m 0755 $(HOST) $(DESTDIR)$(INST_BINDIR)/bpfhost
+	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/bpfhost.so
 
 # uninstall removes what install put there (directories it made stay, but
 # $(SHAREDIR)'s own), whichever modules were built.

@@ -4,6 +4,7 @@
 -- the Makefile's targets with LuaRocks' variables, as luaposix does.
 --
 --   luarocks --lua-version=5.4 make rockspec/bpfhost-scm-1.rockspec --tree T
+--   (luarocks make alone finds this file)
 --   luarocks --lua-version=5.1 make rockspec/bpfhost-scm-1.rockspec --tree T \
 --     LUA=/usr/bin/luajit LUA_INCDIR=/usr/include/luajit-2.1
 --
@@ -63,9 +64,9 @@ build = {
    },
    install_target = "install-rock",
    install_variables = {
-      PREFIX = "$(PREFIX)",
-      BINDIR = "$(BINDIR)",
-      LUA_CMODDIR = "$(LIBDIR)",
+      INST_PREFIX = "$(PREFIX)",
+      INST_BINDIR = "$(BINDIR)",
+      INST_LIBDIR = "$(LIBDIR)",
       LUA = "$(LUA)",
       LUA_INCDIR = "$(LUA_INCDIR)",
    },
