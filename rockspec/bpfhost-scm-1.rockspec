@@ -28,7 +28,8 @@ from BTF, attaches its programs and waits for events. It is a Lua C module
 (require "bpfhost") and an executable that embeds LuaJIT (bpfhost
 script.lua). Needs Linux with BTF, and root or CAP_BPF + CAP_PERFMON.]],
    homepage = "file:///work/main",
-   license = "GPL-2.0 (BPF programs), see the repository",
+   -- the project states no license yet; its BPF programs say GPL-2.0
+   license = "not stated (BPF programs: GPL-2.0)",
    labels = { "bpf", "ebpf", "libbpf", "linux", "tracing" },
 }
 
