@@ -273,6 +273,108 @@ run: deps
 bench: all
 	$(Q)BPFHOST_BUILD=$(O) $(HOST) scripts/bench.lua $(BENCH)
 
+# ---- checks: sanitizers, valgrind, fuzzers (make check) -------------------
+#
+# make check builds two more trees under $(O) and runs, in order:
+#   check-asan      every spec with host and module built with ASan+UBSan
+#                   ($(O)/asan; LuaJIT itself stays unsanitized);
+#   check-valgrind  spec/support/memcheck.lua (codec, map ops, batches, ring
+#                   buffers, object lifetimes) under valgrind memcheck, with
+#                   the plain module: no error, no definite leak;
+#   check-fuzz      each libFuzzer harness of spec/fuzz/ for FUZZ_TIME seconds
+#                   ($(O)/fuzz, built by clang), from spec/fuzz/corpus/.
+# Suppressions: spec/support/lsan.supp and valgrind.supp, each line justified.
+
+ASAN_O    := $(O)/asan
+FUZZ_O    := $(O)/fuzz
+SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_SAN  ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_TIME ?= 20
+VALGRIND  ?= valgrind
+STRESS_STEPS ?= 100000
+# The ASan runtime of $(CC): preloaded into plain luajit, which is not linked with it.
+ASAN_RT    = $(shell $(CC) -print-file-name=libasan.so)
+LUAJIT_BIN = $(shell command -v luajit)
+# luajit under busted gets the runtime through a wrapper first on PATH (so
+# specs that start plain luajit get it too); LUA_INIT then takes LD_PRELOAD
+# out of the environment again, so that no other program a spec starts
+# (bash, tc, curl: curl deadlocks with ASan preloaded) inherits it. The
+# sanitized host is linked with the runtime and needs no preload.
+CHECK_LUA_INIT := local ok, ffi = pcall(require, "ffi") if ok then ffi.cdef "int unsetenv(const char *)" ffi.C.unsetenv "LD_PRELOAD" end
+CHECK_ASAN_OPTIONS := detect_leaks=1:allocator_may_return_null=1:abort_on_error=0:print_summary=1
+CHECK_LSAN_OPTIONS := suppressions=$(CURDIR)/spec/support/lsan.supp:print_suppressions=0
+CHECK_UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+VALGRIND_FLAGS := --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+		  --show-leak-kinds=definite --suppressions=spec/support/valgrind.supp -q
+
+.PHONY: check-asan check-valgrind check-fuzz fuzzers
+
+check: all
+	$(Q)$(MAKE) --no-print-directory check-asan
+	$(Q)$(MAKE) --no-print-directory check-valgrind
+	$(Q)$(MAKE) --no-print-directory check-fuzz
+	@echo "make check: passed (ASan+UBSan specs, valgrind memcheck, fuzzers)"
+
+check-asan:
+	$(Q)$(MAKE) --no-print-directory O=$(ASAN_O) CFLAGS='-O1 -g $(SAN_FLAGS)' \
+		LDFLAGS='$(SAN_FLAGS)' all
+	$(Q)mkdir -p $(ASAN_O)/wrap
+	$(Q)printf '#!/bin/sh\n# make check: luajit with the ASan runtime preloaded\nLD_PRELOAD=%s exec %s "$$@"\n' \
+		'$(ASAN_RT)' '$(LUAJIT_BIN)' > $(ASAN_O)/wrap/luajit && chmod +x $(ASAN_O)/wrap/luajit
+	@echo "make check: every spec under ASan+UBSan ($(ASAN_O))"
+	$(Q)PATH='$(abspath $(ASAN_O))/wrap':"$$PATH" LUA_INIT='$(CHECK_LUA_INIT)' \
+		ASAN_OPTIONS='$(CHECK_ASAN_OPTIONS)' LSAN_OPTIONS='$(CHECK_LSAN_OPTIONS)' \
+		UBSAN_OPTIONS='$(CHECK_UBSAN_OPTIONS)' BPFHOST_STRESS_STEPS=$(STRESS_STEPS) \
+		BPFHOST_BUILD=$(ASAN_O) $(BUSTED) --lua=luajit --cpath='$(ASAN_O)/lib/?.so' \
+		$(BUSTED_OUT) --exclude-pattern=lua54_spec $(SPECS)
+
+# memcheck does not know what bpf() writes behind the pointers in its attr
+# for some commands: spec/support/vgbpf.c (preloaded, test-only) tells it.
+$(O)/vgbpf.so: spec/support/vgbpf.c | $(O)
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -shared -fPIC $(WARN) -o $@ $< -ldl
+
+check-valgrind: all $(O)/vgbpf.so
+	@echo "make check: spec/support/memcheck.lua under valgrind memcheck"
+	$(Q)LD_PRELOAD='$(abspath $(O))/vgbpf.so' $(VALGRIND) $(VALGRIND_FLAGS) \
+		$(LUAJIT_BIN) spec/support/memcheck.lua '$(abspath $(O))' > $(O)/valgrind.log 2>&1; \
+		st=$$?; grep -v 'WARNING: unhandled eBPF command' $(O)/valgrind.log; \
+		[ "$$st" = 0 ] || { echo "make check: valgrind failed ($$st)"; exit 1; }
+
+# The harnesses link the bindings compiled by clang with libFuzzer's
+# coverage; LuaJIT and libbpf are the system's, uninstrumented.
+FUZZERS := codec_fuzz object_fuzz
+FUZZ_BINDINGS_OBJ = $(BINDINGS_SRC:%.c=$(FUZZ_O)/%.o)
+
+fuzzers: all
+	$(Q)$(MAKE) -s --no-print-directory O=$(FUZZ_O) CC=$(CLANG) \
+		CFLAGS='-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link' $(FUZZ_BINDINGS_OBJ)
+	$(Q)for f in $(FUZZERS); do \
+		$(MAKE) --no-print-directory $(FUZZ_O)/$$f || exit 1; \
+	done
+
+$(FUZZ_O)/%_fuzz: spec/fuzz/%_fuzz.c $(FUZZ_BINDINGS_OBJ)
+	$(call msg,LD,$@)
+	$(Q)$(CLANG) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer $(WARN) -std=gnu11 -D_GNU_SOURCE \
+		-Ibindings $(LUAJIT_CFLAGS) $(LIBBPF_CFLAGS) \
+		-DBH_FUZZ_BPF='"$(abspath $(O))/bpf"' -DBH_FUZZ_SRC='"$(CURDIR)/spec/fuzz"' \
+		-o $@ $^ $(LUAJIT_LIBS) $(LIBBPF_LIBS) -lelf -lz -lm -ldl
+
+# Each harness from its committed corpus, new finds in $(FUZZ_O)/corpus/NAME.
+# FUZZ_TIME=300 make check-fuzz is the long run.
+check-fuzz: fuzzers
+	$(Q)for f in $(FUZZERS); do \
+		n=$${f%_fuzz}; mkdir -p $(FUZZ_O)/corpus/$$n spec/fuzz/corpus/$$n; \
+		echo "make check: $$f for $(FUZZ_TIME) s"; \
+		ASAN_OPTIONS='$(CHECK_ASAN_OPTIONS)' UBSAN_OPTIONS='$(CHECK_UBSAN_OPTIONS)' \
+		LSAN_OPTIONS='$(CHECK_LSAN_OPTIONS)' \
+		$(FUZZ_O)/$$f -max_total_time=$(FUZZ_TIME) -timeout=60 -rss_limit_mb=4096 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_O)/$$n- \
+			$(FUZZ_O)/corpus/$$n spec/fuzz/corpus/$$n > $(FUZZ_O)/$$n.log 2>&1 \
+		|| { tail -60 $(FUZZ_O)/$$n.log; echo "make check: $$f found something (above)"; exit 1; }; \
+		grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|cov:' $(FUZZ_O)/$$n.log | tail -3; \
+	done
+
 clean:
 	$(Q)rm -rf $(O)
 
@@ -281,7 +383,8 @@ clean:
 DEB_PKGS := make gcc pkg-config clang llvm libbpf-dev libelf-dev zlib1g-dev \
 	    luajit libluajit-5.1-dev bpftool lua-busted luarocks libedit-dev \
 	    lua5.4 liblua5.4-dev iproute2 util-linux \
-	    libmicrohttpd-dev prometheus curl
+	    libmicrohttpd-dev prometheus curl \
+	    valgrind libclang-rt-14-dev
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \

@@ -33,6 +33,12 @@ static const struct {
 #undef E
 	/* kernel-internal values that bpf() can leak */
 	{ 512, "ERESTARTSYS" }, { 524, "ENOTSUPP" }, { 525, "ETOOSMALL" },
+	/* libbpf's own (enum libbpf_errno), from a file it cannot read as an object */
+#define E(x) { LIBBPF_ERRNO__##x, "LIBBPF_ERRNO__" #x }
+	E(LIBELF),  E(FORMAT),    E(KVERSION),  E(ENDIAN),    E(INTERNAL),  E(RELOC),
+	E(LOAD),    E(VERIFY),    E(PROG2BIG),  E(KVER),      E(PROGTYPE),  E(WRNGPID),
+	E(INVSEQ),  E(NLPARSE),
+#undef E
 };
 
 const char *bh_errname(int err)
@@ -119,6 +125,7 @@ static void setfield_str(lua_State *L, const char *k, const char *v)
 void bh_error_push(lua_State *L, const char *op, const char *what, const char *name, int err,
 		   const char *reason, const char *hint, const char *log)
 {
+	char lbuf[128];
 	const char *code;
 
 	if (err < 0)
@@ -126,6 +133,9 @@ void bh_error_push(lua_State *L, const char *op, const char *what, const char *n
 	code = bh_errname(err);
 	if (!reason)
 		reason = reason_for(op, what, err);
+	if (!reason && err >= __LIBBPF_ERRNO__START && err < __LIBBPF_ERRNO__END &&
+	    !libbpf_strerror(err, lbuf, sizeof(lbuf)))
+		reason = lbuf;
 	if (!reason)
 		reason = strerror(err);
 	if (!hint)
@@ -251,6 +261,17 @@ const char *bh_log_end(void)
 {
 	capturing = 0;
 	return cap_len ? cap_buf : NULL;
+}
+
+/*
+ * The capture buffer outlives every Lua state, but not the module: Lua
+ * unloads it (dlclose) when the last state that required it closes.
+ */
+__attribute__((destructor)) static void cap_free(void)
+{
+	free(cap_buf);
+	cap_buf = NULL;
+	cap_len = cap_cap = 0;
 }
 
 void bh_err_init(lua_State *L)
