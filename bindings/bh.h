@@ -264,6 +264,8 @@ BH_LOCAL void bh_codec_init(lua_State *L);
 /* -- Errors (err.c) ------------------------------------------------------ */
 
 BH_LOCAL const char *bh_errname(int err);
+/* Does this kernel charge BPF memory to RLIMIT_MEMLOCK (before 5.11)? */
+BH_LOCAL int bh_memlock_charged(void);
 /*
  * Raise the error object for a refusal by the kernel or libbpf. err is a
  * positive errno. hint and log may be NULL. Never returns.

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 
 #include "bh.h"
 
@@ -91,6 +92,24 @@ static const char *reason_for(const char *op, const char *what, int err)
 	return NULL;
 }
 
+/*
+ * Does this kernel charge BPF memory to RLIMIT_MEMLOCK? Before 5.11 it did;
+ * since, maps and programs are charged to the memory cgroup and the rlimit
+ * plays no part, so a hint about it would mislead.
+ */
+int bh_memlock_charged(void)
+{
+	static int charged = -1;
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (charged < 0) {
+		charged = !uname(&u) && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+			  (major < 5 || (major == 5 && minor < 11));
+	}
+	return charged;
+}
+
 static const char *hint_for(const char *op, const char *what, int err)
 {
 	int map = what && !strcmp(what, "map");
@@ -104,8 +123,12 @@ static const char *hint_for(const char *op, const char *what, int err)
 			return "delete entries first, or raise max_entries before load";
 		break;
 	case ENOMEM:
-		return "the kernel could not allocate the memory; check RLIMIT_MEMLOCK "
-		       "(ulimit -l) and max_entries";
+		if (bh_memlock_charged())
+			return "the kernel could not allocate the memory; check RLIMIT_MEMLOCK "
+			       "(ulimit -l) and max_entries";
+		return "the kernel could not allocate the memory: lower max_entries or the "
+		       "value size, or raise the memory cgroup's limit (BPF memory is charged "
+		       "to it)";
 	}
 	return NULL;
 }

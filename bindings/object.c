@@ -1,9 +1,13 @@
 /* object.c: bpfhost.object, an ELF object opened and loaded through libbpf. */
 #include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
@@ -117,6 +121,153 @@ static struct bpf_object *open_args_open(const struct open_args *a)
 }
 
 /*
+ * libbpf 1.1 follows the type ids and name offsets of an object's .BTF
+ * without checking them (1.2 added the check): a corrupt object crashes it.
+ * So check them first, as libbpf 1.2's btf_sanity_check does. A .BTF that
+ * does not parse at all is left to libbpf, which drops it.
+ */
+static int btf_bad_id(const struct btf *btf, uint32_t id, uint32_t n)
+{
+	return id >= n || !btf__type_by_id(btf, id);
+}
+
+static int btf_sane(const struct btf *btf, char *why, size_t whyn)
+{
+	uint32_t n = btf__type_cnt(btf), id, i;
+
+	for (id = 1; id < n; id++) {
+		const struct btf_type *t = btf__type_by_id(btf, id);
+		uint32_t bad = 0, vlen;
+
+		if (!t || !btf__str_by_offset(btf, t->name_off)) {
+			snprintf(why, whyn, ".BTF: type %u has a bad name offset", id);
+			return 0;
+		}
+		vlen = btf_vlen(t);
+		switch (btf_kind(t)) {
+		case BTF_KIND_INT:
+		case BTF_KIND_FWD:
+		case BTF_KIND_FLOAT:
+			break;
+		case BTF_KIND_PTR:
+		case BTF_KIND_TYPEDEF:
+		case BTF_KIND_VOLATILE:
+		case BTF_KIND_CONST:
+		case BTF_KIND_RESTRICT:
+		case BTF_KIND_VAR:
+		case BTF_KIND_DECL_TAG:
+		case BTF_KIND_TYPE_TAG:
+		case BTF_KIND_FUNC:
+			bad = btf_bad_id(btf, t->type, n);
+			if (!bad && btf_kind(t) == BTF_KIND_FUNC)
+				bad = !btf_is_func_proto(btf__type_by_id(btf, t->type));
+			break;
+		case BTF_KIND_ARRAY:
+			bad = btf_bad_id(btf, btf_array(t)->type, n) ||
+			      btf_bad_id(btf, btf_array(t)->index_type, n);
+			break;
+		case BTF_KIND_STRUCT:
+		case BTF_KIND_UNION:
+			for (i = 0; i < vlen && !bad; i++)
+				bad = btf_bad_id(btf, btf_members(t)[i].type, n) ||
+				      !btf__str_by_offset(btf, btf_members(t)[i].name_off);
+			break;
+		case BTF_KIND_ENUM:
+			for (i = 0; i < vlen && !bad; i++)
+				bad = !btf__str_by_offset(btf, btf_enum(t)[i].name_off);
+			break;
+		case BTF_KIND_ENUM64:
+			for (i = 0; i < vlen && !bad; i++)
+				bad = !btf__str_by_offset(btf, btf_enum64(t)[i].name_off);
+			break;
+		case BTF_KIND_FUNC_PROTO:
+			bad = btf_bad_id(btf, t->type, n);
+			for (i = 0; i < vlen && !bad; i++)
+				bad = btf_bad_id(btf, btf_params(t)[i].type, n) ||
+				      !btf__str_by_offset(btf, btf_params(t)[i].name_off);
+			break;
+		case BTF_KIND_DATASEC:
+			for (i = 0; i < vlen && !bad; i++)
+				bad = btf_bad_id(btf, btf_var_secinfos(t)[i].type, n);
+			break;
+		default:
+			snprintf(why, whyn, ".BTF: type %u is of unknown kind %u", id, btf_kind(t));
+			return 0;
+		}
+		if (bad) {
+			snprintf(why, whyn, ".BTF: type %u refers to a type or name that does not exist",
+				 id);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ * Check the .BTF of the ELF image buf (len bytes) before libbpf reads it;
+ * 0, or -1 with why filled. Calls no Lua.
+ */
+static int elf_btf_check(const void *buf, size_t len, char *why, size_t whyn)
+{
+	Elf *elf;
+	Elf_Scn *scn = NULL;
+	size_t shstrndx;
+	int ok = 1;
+
+	elf_version(EV_CURRENT);
+	elf = elf_memory((char *)(uintptr_t)buf, len);
+	if (!elf)
+		return 0; /* libbpf says what is wrong with it */
+	if (elf_getshdrstrndx(elf, &shstrndx)) {
+		elf_end(elf);
+		return 0;
+	}
+	while ((scn = elf_nextscn(elf, scn))) {
+		GElf_Shdr sh;
+		const char *name;
+		Elf_Data *d;
+		struct btf *btf;
+
+		if (!gelf_getshdr(scn, &sh))
+			break;
+		name = elf_strptr(elf, shstrndx, sh.sh_name);
+		if (!name || strcmp(name, ".BTF"))
+			continue;
+		d = elf_getdata(scn, NULL);
+		if (!d || !d->d_buf || !d->d_size)
+			break;
+		btf = btf__new(d->d_buf, (uint32_t)d->d_size);
+		if (btf) {
+			ok = btf_sane(btf, why, whyn);
+			btf__free(btf);
+		}
+		break;
+	}
+	elf_end(elf);
+	return ok ? 0 : -1;
+}
+
+/* elf_btf_check for a file; errors reading it are left to libbpf. */
+static int file_btf_check(const char *path, char *why, size_t whyn)
+{
+	struct stat st;
+	void *p;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return 0;
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size > 0) {
+		p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p != MAP_FAILED) {
+			r = elf_btf_check(p, (size_t)st.st_size, why, whyn);
+			munmap(p, (size_t)st.st_size);
+		}
+	}
+	close(fd);
+	return r;
+}
+
+/*
  * bpf.open(path[, opts]) and bpf.open_mem(bytes[, opts]): push the object.
  * The argument at 1 is the path, or with mem the bytes of the ELF file.
  */
@@ -129,6 +280,7 @@ static struct bh_object *object_open(lua_State *L, const char *fn, int mem)
 	struct bpf_object *obj;
 	lua_Number logsz = LOG_SIZE_DEFAULT;
 	const char *log;
+	char why[128];
 	int err;
 
 	memset(&a, 0, sizeof(a));
@@ -197,13 +349,19 @@ static struct bh_object *object_open(lua_State *L, const char *fn, int mem)
 		bh_fail_msg(L, "open", "object", o->path, errno,
 			    "bpffs is not mounted at /sys/fs/bpf", "mount -t bpf bpf /sys/fs/bpf",
 			    NULL);
+	if (mem ? elf_btf_check(a.buf, a.len, why, sizeof(why)) :
+		  file_btf_check(a.path, why, sizeof(why)))
+		bh_fail_msg(L, "open", "object", o->path, EINVAL,
+			    lua_pushfstring(L, "not a valid BPF object file: %s", why), NULL, NULL);
 	bh_log_begin();
 	obj = open_args_open(&a);
 	err = obj ? 0 : errno;
 	log = bh_log_end();
+	/* libbpf's own codes (LIBBPF_ERRNO__FORMAT, ...) from 4000 on: a file it cannot read */
 	if (!obj)
 		bh_fail_msg(L, "open", "object", o->path, err,
-			    err == EINVAL || err == ENOEXEC || err == EILSEQ ?
+			    err == EINVAL || err == ENOEXEC || err == EILSEQ ||
+					    (err >= 4000 && err < 4100) ?
 				    "not a valid BPF object file" : NULL,
 			    NULL, log);
 	o->obj = obj;
@@ -474,8 +632,8 @@ static void push_hint(lua_State *L, int err, const struct bpf_program *prog, con
 				   "processed); bound its loops or split it");
 		return;
 	}
-	if ((err == EPERM || err == ENOMEM) && !getrlimit(RLIMIT_MEMLOCK, &rl) &&
-	    rl.rlim_cur != RLIM_INFINITY) {
+	if ((err == EPERM || err == ENOMEM) && bh_memlock_charged() &&
+	    !getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY) {
 		lua_pushfstring(L, "RLIMIT_MEMLOCK is %d KiB; kernels before 5.11 charge BPF memory "
 				   "to it: raise it (ulimit -l unlimited)",
 				(int)(rl.rlim_cur / 1024));
