@@ -122,7 +122,7 @@ static const char *fs_at(const char *path, long magic)
 static int file_has_word(const char *path, const char *word)
 {
 	char buf[512];
-	FILE *f = fopen(path, "r");
+	FILE *f = fopen(path, "re");
 	size_t n;
 	char *p;
 
@@ -139,7 +139,7 @@ static int file_has_word(const char *path, const char *word)
 
 static int read_int_file(const char *path, long *v)
 {
-	FILE *f = fopen(path, "r");
+	FILE *f = fopen(path, "re");
 	int ok;
 
 	if (!f)

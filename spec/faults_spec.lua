@@ -214,6 +214,59 @@ describe("faults", function()
       end)
     end)
 
+    describe("a signal during every blocking call", function()
+      -- The script sets up, attaches a program, says "ready", then blocks;
+      -- the signal comes once "ready" is out (no timing involved).
+      local setup = ([[
+        local o = bpf.load(%q)
+        local prog_id = o:program("ring_tp_getppid").id
+        o:attach()
+        local ring = bpf.ringbuf(o:get_map("ring"))
+        local perf = bpf.perfbuf(o:get_map("perf"))
+        local up = bpf.user_ringbuf(o:get_map("urb"))
+        local ex = bpf.exporter{listen = "127.0.0.1:0"}
+        local function ready() io.stderr:write("ready ", prog_id, "\n"); io.stderr:flush() end
+      ]]):format(h.obj("test_ring"))
+      local calls = {
+        {"bpf.sleep", "ready(); bpf.sleep(60)", "sleep"},
+        {"bpf.run", "ready(); print(bpf.run{sources = {{ring, print}}, timeout = 60})"},
+        {"bpf.poll", "ready(); bpf.poll({ring, perf}, 60000)", "poll"},
+        {"ring:poll", "ready(); ring:poll(60000, print)", "poll"},
+        {"ring:records", "ready(); for r in ring:records(60000) do print(r) end", "records"},
+        {"perf:poll", "ready(); perf:poll(60000, print)", "poll"},
+        {"user_ringbuf submit with wait", [[
+          local rec = ("x"):rep(32)
+          for _ = 1, 100000 do if not up:submit(rec) then break end end
+          assert(not up:submit(rec), "the user ring never filled")
+          ready(); up:submit(rec, {wait = 60000})]], "submit"},
+        {"exporter serve", "ready(); ex:serve(60000)", "serve exporter"},
+      }
+      for _, c in ipairs(calls) do
+        for _, sig in ipairs{"INT", "TERM"} do
+          it(c[1] .. " and SIG" .. sig .. ": it ends at once, cleanly, and the links go", function()
+            local errf = os.tmpname()
+            -- a background job of a shell starts with SIGINT ignored: give it back
+            local out, st = h.sh(("(env --default-signal=INT,TERM %s -e %s 2>%s & pid=$!; " ..
+              "while ! grep -q ready %s; do kill -0 $pid 2>/dev/null || break; sleep 0.02; done; " ..
+              "kill -%s $pid; wait $pid; echo \"exit=$?\")"):format(h.host, q(setup .. c[2]), errf, errf, sig))
+            local err = read(errf)
+            os.remove(errf)
+            local prog_id = tonumber(err:match("ready (%d+)"))
+            assert.is_number(prog_id, err)
+            if c[3] then
+              assert.equal(sig == "INT" and "exit=130\n" or "exit=143\n", out, err)
+              assert.matches("\nbpfhost: " .. c[3] .. ": interrupted by SIG" .. sig .. " %(EINTR%)\n", err)
+              assert.not_matches("PANIC", err)
+            else
+              assert.equal("interrupted\nexit=0\n", out, err)
+            end
+            assert.same({}, links_of({prog_id}))
+            assert.is_false(prog_exists(prog_id))
+          end)
+        end
+      end
+    end)
+
     describe("attaching several programs", function()
       it("obj:attach() failing half-way destroys the links it made (bpftool, by program ids)", function()
         local o = bpf.load(h.obj("test_prog"))

@@ -6,7 +6,8 @@
  * Every refusal must be a clean error (an error object with a message, or
  * an argument error string); anything else aborts (a finding), as do the
  * sanitizers. Pins a mutated object asks for land in the private directory,
- * emptied after each input. Needs root (it loads).
+ * emptied after each input. Needs root (it loads), and runs in a memory
+ * cgroup of its own (1 GiB).
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -81,6 +82,63 @@ static void remove_pin_dir(void)
 	rmdir(pin_dir);
 }
 
+/*
+ * A mutated max_entries asks the kernel for gigabytes, and gets them: the
+ * whole run goes into a memory cgroup (BPF memory is charged to it since
+ * 5.11), so that such a map fails with ENOMEM instead of waking the OOM
+ * killer of the machine.
+ */
+static char cg_dir[128], cg_root[128];
+
+static int write_file(const char *dir, const char *file, const char *v)
+{
+	char path[256];
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	f = fopen(path, "we");
+	if (!f)
+		return -1;
+	ok = fputs(v, f) >= 0;
+	return fclose(f) || !ok ? -1 : 0;
+}
+
+static void leave_cgroup(void)
+{
+	char pid[32];
+
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	write_file(cg_root, "cgroup.procs", pid);
+	rmdir(cg_dir);
+}
+
+static void enter_cgroup(void)
+{
+	static const char *const roots[][2] = {
+		{ "/sys/fs/cgroup/memory", "memory.limit_in_bytes" },
+		{ "/sys/fs/cgroup/unified", "memory.max" },
+		{ "/sys/fs/cgroup", "memory.max" },
+	};
+	char pid[32];
+	size_t i;
+
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	for (i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		snprintf(cg_dir, sizeof(cg_dir), "%s/bpfhost-fuzz-%d", roots[i][0], (int)getpid());
+		if (mkdir(cg_dir, 0700))
+			continue;
+		if (!write_file(cg_dir, roots[i][1], "1073741824\n") &&
+		    !write_file(cg_dir, "cgroup.procs", pid)) {
+			snprintf(cg_root, sizeof(cg_root), "%s", roots[i][0]);
+			atexit(leave_cgroup);
+			return;
+		}
+		rmdir(cg_dir);
+	}
+	die("no memory cgroup to run in", "huge maps would exhaust the machine's memory");
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
@@ -91,6 +149,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (mkdir(pin_dir, 0700))
 		die("mkdir", pin_dir);
 	atexit(remove_pin_dir);
+	enter_cgroup();
 	__lsan_disable(); /* the state lives for the whole run, in a heap LSan cannot see */
 	L = luaL_newstate();
 	luaL_openlibs(L);
