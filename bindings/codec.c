@@ -2696,9 +2696,10 @@ static int enc_gen(struct gen *g, const struct bh_plan *p, const char *a, const 
 		snprintf(acc, sizeof(acc), "%s[i%d]", a, d);
 		gen_printf(g, "if type(%s) ~= 'table' or getmetatable(%s) ~= nil then return false "
 			      "end\n", x, x);
-		gen_printf(g, "do local n%d = 0\nfor i%d = 0, %u do local %s = %s[i%d + 1] "
-			      "if %s ~= nil then n%d = n%d + 1\n", d, d, p->count - 1, y, x, d, y, d,
-			   d);
+		/* (long): a zero-length array (int x[0]) loops from 0 to -1 */
+		gen_printf(g, "do local n%d = 0\nfor i%d = 0, %ld do local %s = %s[i%d + 1] "
+			      "if %s ~= nil then n%d = n%d + 1\n", d, d, (long)p->count - 1, y, x, d, y,
+			   d, d);
 		if (!enc_gen(g, p->elem, acc, y, d + 1))
 			return 0;
 		gen_printf(g, "end end\nif n%d ~= nkeys(%s) then return false end\nend\n", d, x);
