@@ -2464,6 +2464,8 @@ int bh_push_ffi_decl(lua_State *L, const struct bh_plan *p)
 struct gen {
 	luaL_Buffer b;
 	int budget; /* nodes left before the type counts as too big */
+	const struct bh_plan *enums[32]; /* encoder: E[i + 1] maps enums[i]'s names to values */
+	int nenums;
 };
 
 static void gen_add(struct gen *g, const char *s)
@@ -2577,11 +2579,86 @@ int bh_push_lua_decoder(lua_State *L, const struct bh_plan *p)
  * bytes, v the Lua value. It writes what enc() would and returns true, or
  * returns false as soon as v is not plain: a wrong type, a number out of
  * range or not integral, a table with a metatable or a key the type does not
- * have, two members of one union, an enumerator's name, a 64-bit number
- * beyond 2^53, a byte array given as a table. Checks mirror enc()'s, so
- * whatever it accepts, enc() accepts with the same bytes.
+ * have, two members of one union, a 64-bit number beyond 2^53, a byte
+ * array given as a table, a name no enumerator has (numeric strings too).
+ * Checks mirror enc()'s, so whatever it accepts, enc() accepts with the same
+ * bytes.
  */
 static int enc_gen(struct gen *g, const struct bh_plan *p, const char *a, const char *x, int d);
+
+/* The enums in p whose names the encoder maps (g->enums), up to 32. */
+static void enc_collect(struct gen *g, const struct bh_plan *p, int depth)
+{
+	uint32_t i;
+	int j;
+
+	if (depth > 64)
+		return;
+	switch (p->kind) {
+	case BH_K_ENUM:
+		if (p->flags & BH_PLAN_ENUM_CUT) /* names are an error (enum_cut) */
+			return;
+		for (j = 0; j < g->nenums; j++)
+			if (g->enums[j] == p)
+				return;
+		if (g->nenums < (int)(sizeof(g->enums) / sizeof(g->enums[0])))
+			g->enums[g->nenums++] = p;
+		return;
+	case BH_K_ARRAY:
+		enc_collect(g, p->elem, depth + 1);
+		return;
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		for (i = 0; i < p->count; i++)
+			enc_collect(g, p->fields[i].plan, depth + 1);
+		return;
+	default:
+		return;
+	}
+}
+
+/*
+ * local E = {{["RED"] = 0, ...}, ...}: names as get_int() reads them, for
+ * values within 2^53 and the first 4096 names (a name left out is not plain).
+ */
+static void enc_enum_tables(struct gen *g)
+{
+	int j, left = 4096;
+	uint32_t i;
+
+	gen_add(g, "local E = {");
+	for (j = 0; j < g->nenums; j++) {
+		const struct bh_plan *p = g->enums[j];
+
+		gen_add(g, "{");
+		for (i = 0; i < p->count && left > 0; i++, left--) {
+			int64_t v = p->enums[i].val;
+
+			if (!is_ident(p->enums[i].name))
+				continue;
+			if (p->is_signed && v >= -(1LL << 53) && v <= (1LL << 53))
+				gen_printf(g, "[\"%s\"]=%lld,", p->enums[i].name, (long long)v);
+			else if (!p->is_signed && (uint64_t)v <= (1ULL << 53))
+				gen_printf(g, "[\"%s\"]=%llu,", p->enums[i].name,
+					   (unsigned long long)(uint64_t)v);
+		}
+		gen_add(g, "},");
+	}
+	gen_add(g, "}\n");
+}
+
+/* An enum given by name: its value, into x (an unknown name is not plain). */
+static void enc_enum_name(struct gen *g, const struct bh_plan *p, const char *x)
+{
+	int j;
+
+	if (p->kind != BH_K_ENUM)
+		return;
+	for (j = 0; j < g->nenums; j++)
+		if (g->enums[j] == p)
+			gen_printf(g, "if type(%s) == 'string' then %s = E[%d][%s] "
+				      "if %s == nil then return false end end\n", x, x, j + 1, x, x);
+}
 
 /* An integer of bits bits (signed or not) given a plain Lua number, into a. */
 static void enc_int_range(struct gen *g, const char *a, const char *x, unsigned bits, int is_signed)
@@ -2628,6 +2705,7 @@ static int enc_fields(struct gen *g, const struct bh_plan *p, const char *a, con
 				gen_printf(g, "if type(%s) ~= 'boolean' then return false end\n", y);
 				gen_printf(g, "%s = %s and 1 or 0\n", acc, y);
 			} else {
+				enc_enum_name(g, f->plan, y);
 				enc_int_range(g, acc, y, f->bit_size, f->plan->is_signed);
 			}
 		} else if (!enc_gen(g, f->plan, acc, y, d + 1)) {
@@ -2648,6 +2726,7 @@ static int enc_gen(struct gen *g, const struct bh_plan *p, const char *a, const 
 	switch (p->kind) {
 	case BH_K_INT:
 	case BH_K_ENUM:
+		enc_enum_name(g, p, x);
 		if (p->size < 8) {
 			enc_int_range(g, a, x, p->size * 8, p->is_signed);
 			return 1;
@@ -2718,10 +2797,14 @@ int bh_push_lua_encoder(lua_State *L, const struct bh_plan *p)
 	int ok;
 
 	g.budget = 512;
+	g.nenums = 0;
 	luaL_buffinit(L, &g.b);
 	gen_add(&g, "local type, floor, getmetatable, next, istype, u64t, s64t, s64max, copy, huge"
 		    " = ...\nlocal function nkeys(t) local n = 0 for _ in next, t do n = n + 1 end "
-		    "return n end\nreturn function(d, x0)\n");
+		    "return n end\n");
+	enc_collect(&g, p, 0);
+	enc_enum_tables(&g);
+	gen_add(&g, "return function(d, x0)\n");
 	ok = enc_gen(&g, p, p->kind == BH_K_STRUCT || p->kind == BH_K_UNION ? "d" : "d.value", "x0",
 		     0);
 	gen_add(&g, "return true\nend\n");
