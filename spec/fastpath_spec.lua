@@ -115,9 +115,13 @@ for _ = 1, 40 do deep = {deep} end
 
 -- Where integer types end: 2^k and 2^k - 1, either sign, for every width.
 local BOUNDS = {1, 3, 4, 5, 7, 8, 9, 15, 16, 31, 32, 52, 53, 54, 63, 64}
+-- The fixture's enumerators (W_BIG's enum is cut to 32 bits: names refused).
+local NAMES = {"RED", "GREEN", "BLUE", "D_NEG", "D_ZERO", "D_POS", "T_A", "T_B", "W_SMALL", "W_BIG",
+  "red", "RED\0", " RED"}
 
 local function junk(R)
   local J = {
+    function() return NAMES[R(1, #NAMES)] end, function() return NAMES[R(1, #NAMES)] end,
     function() return 2 ^ BOUNDS[R(1, #BOUNDS)] - R(0, 1) end,
     function() return -2 ^ BOUNDS[R(1, #BOUNDS)] - R(0, 1) end,
     function() return -2 ^ BOUNDS[R(1, #BOUNDS)] + 1 end,
