@@ -2289,12 +2289,16 @@ void bh_decode_percpu(struct bh_cctx *c, const struct bh_plan *p, const void *sr
  * call per field. The specs compare both with this codec over random values.
  */
 
-/* A C identifier, which the generated declaration and source hold as they are. */
+/*
+ * A C identifier, which the generated declaration and source hold as they
+ * are; at most 100 bytes, so that the lines holding it fit gen_printf's.
+ */
 static int is_ident(const char *s)
 {
 	size_t i;
 
-	if (!s || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
+	if (!s || strlen(s) > 100 ||
+	    !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
 		return 0;
 	for (i = 1; s[i]; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
