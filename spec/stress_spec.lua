@@ -31,6 +31,12 @@ describe("stress", function()
       local rnd = math.random
       local pkt = ("\0"):rep(64)
       local objs, maps, rings = {}, {}, {}
+      -- LuaJIT's compiled traces hold the closures they were specialised on
+      -- (and so those closures' upvalues: handlers holding rings, rings
+      -- holding objects) until the traces are flushed: flush them, so that
+      -- what is unreachable is collected
+      local function flush() if jit then jit.flush() end end
+      flush()
       for _ = 1, 20 do collectgarbage() end -- what earlier specs left goes first
       local before = nfds()
       local counts = {}
@@ -134,10 +140,13 @@ describe("stress", function()
       for _, r in ipairs(rings) do r:close() end
       for _, o in ipairs(objs) do o:close() end
       objs, maps, rings = nil, nil, nil
+      flush()
       -- a ring's finalizer releases its map handle, whose finalizer releases the
       -- object: each link of the chain takes one more cycle
       for _ = 1, 20 do collectgarbage() end
-      assert.equal(before, nfds())
+      -- nothing more than before (busted may close one of its own meanwhile)
+      local after = nfds()
+      assert.is_true(after <= before, ("fds: %d before, %d after (seed %d)"):format(before, after, seed))
       -- every kind of step ran, and most of them did something
       for _, op in ipairs(ops) do assert.is_true((counts[op[2]] or 0) > 0, op[2]) end
     end)
