@@ -119,11 +119,14 @@ end
 
 local function teardown(c) c.obj:close() end
 
--- Each case gets its own closures (see add): under LuaJIT the typed path
--- is Lua compiled into the caller's trace, so a loop shared by the cases
--- would carry one case's trace into the next, as no single call site of a
--- program does.
-local function lookups() return {
+-- Each case's contenders are compiled from source of their own (see add):
+-- LuaJIT keys traces by bytecode, so one loop shared by the cases would
+-- carry the trace it got in one case into the next (the typed path is Lua
+-- since the fast path: a struct case would run as a side trace of the u64
+-- case's loop), as no single call site of a program does.
+local LOOKUPS = [[
+local lib, N, RAW = ...
+return {
   FFI = function(c, n)
     local f, fd, k, v = lib.bpf_map_lookup_elem, c.fd, c.k, c.v
     for i = 1, n do
@@ -143,9 +146,11 @@ local function lookups() return {
     local m, kb = c.twin, c.kb
     for i = 1, n do c.last = m:lookup(kb[i % N]) end
   end,
-} end
+}]]
 
-local function updates() return {
+local UPDATES = [[
+local lib, N, RAW = ...
+return {
   FFI = function(c, n)
     local f, fd, k, v = lib.bpf_map_update_elem, c.fd, c.k, c.v
     for i = 1, n do
@@ -165,7 +170,10 @@ local function updates() return {
     local m, kb, vb = c.twin, c.kb, c.vone
     for i = 1, n do m:update(kb[i % N], vb) end
   end,
-} end
+}]]
+
+local function lookups() return assert(loadstring(LOOKUPS, "=codec lookups"))(lib, N, RAW) end
+local function updates() return assert(loadstring(UPDATES, "=codec updates"))(lib, N, RAW) end
 
 local cases = {}
 local function add(op, make, shape, what, max)
