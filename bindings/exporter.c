@@ -67,7 +67,11 @@ struct bh_exporter {
 	struct body *cached;  /* last rendering, reused for `cache` seconds */
 	double cached_at, cache;
 	double scrapes;       /* /metrics responses given */
-	double last_render;   /* seconds the last render took */
+	double last_render;   /* seconds the last render took, from start to end */
+	double slice;         /* seconds a render may run before it gives the loop back */
+	double max_slice;     /* the longest the loop was held by one slice of a render */
+	int rendering;        /* a render is under way in the thread uv.render_co */
+	double render_started;
 	char addr[80];        /* "127.0.0.1:9435", the port as bound */
 	char host[48];
 	int port;
@@ -327,46 +331,101 @@ static void answer_pending(struct bh_exporter *ex, struct body *b, unsigned stat
 }
 
 /* Message handler of the render: tracebacks for string errors; error objects as they are. */
-static int render_msgh(lua_State *L)
+
+/* The render thread of the exporter at exidx (uv.render_co), pushed. */
+static lua_State *render_thread(lua_State *L, int exidx)
 {
-	if (lua_type(L, 1) == LUA_TSTRING)
-		luaL_traceback(L, L, lua_tostring(L, 1), 1);
-	return 1;
+	lua_State *co;
+
+	bh_getuv(L, exidx);
+	lua_getfield(L, -1, "render_co");
+	co = lua_tothread(L, -1);
+	lua_remove(L, -2);
+	return co;
+}
+
+static void set_render_thread(lua_State *L, int exidx, int idx)
+{
+	if (idx < 0)
+		idx = lua_gettop(L) + idx + 1;
+	bh_getuv(L, exidx);
+	lua_pushvalue(L, idx);
+	lua_setfield(L, -2, "render_co");
+	lua_pop(L, 1);
 }
 
 /*
- * Render for the pending requests; the exporter is at exidx. Returns 0, or
- * -1 with the render's error at the top of the stack (the clients got a 500).
+ * Render for the pending requests, one slice at a time. The exporter is at
+ * exidx. The render (ex:_render_paced, Lua) runs in a thread of its own and
+ * yields once it has run for ex->slice seconds, so that a scrape of a large
+ * map holds the loop for one slice, not for the whole render: the loop
+ * serves its other sources and comes back (ex:timeout() is 0 meanwhile).
+ * Returns 0 (done, or a slice done), or -1 with the render's error at the
+ * top of the stack (the clients got a 500).
  */
 static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 {
 	struct body *b;
-	double t0 = mono_now();
-	int top = lua_gettop(L), err;
+	double t0 = mono_now(), took;
+	int top = lua_gettop(L), status, nargs = 0;
+	lua_State *co;
 
-	if (ex->cache > 0 && ex->cached && t0 - ex->cached_at < ex->cache) {
-		answer_pending(ex, ex->cached, MHD_HTTP_OK, CT_METRICS);
+	if (!ex->rendering) {
+		if (ex->cache > 0 && ex->cached && t0 - ex->cached_at < ex->cache) {
+			answer_pending(ex, ex->cached, MHD_HTTP_OK, CT_METRICS);
+			return 0;
+		}
+		co = lua_newthread(L);
+		set_render_thread(L, exidx, -1);
+		lua_getfield(L, exidx, "_render_paced");
+		lua_pushvalue(L, exidx);
+		lua_pushnumber(L, ex->slice);
+		lua_xmove(L, co, 3);
+		nargs = 2;
+		ex->rendering = 1;
+		ex->render_started = t0;
+	} else {
+		co = render_thread(L, exidx);
+		if (!co) {
+			lua_settop(L, top);
+			ex->rendering = 0;
+			return 0;
+		}
+	}
+	ex->busy++;
+#if LUA_VERSION_NUM >= 504
+	{
+		int nres;
+
+		status = lua_resume(co, L, nargs, &nres);
+	}
+#else
+	status = lua_resume(co, nargs);
+#endif
+	ex->busy--;
+	took = mono_now() - t0;
+	if (took > ex->max_slice)
+		ex->max_slice = took;
+	if (status == LUA_YIELD) {
+		lua_settop(co, 0);
+		lua_settop(L, top);
 		return 0;
 	}
-	lua_pushcfunction(L, render_msgh);
-	lua_getfield(L, exidx, "render");
-	lua_pushvalue(L, exidx);
-	ex->busy++;
-	err = lua_pcall(L, 1, 1, top + 1);
-	ex->busy--;
-	if (!err && lua_type(L, -1) != LUA_TSTRING) {
-		lua_pushfstring(L, "exporter: render gave a %s, not a string", luaL_typename(L, -1));
-		err = 1;
+	ex->rendering = 0;
+	lua_pushnil(L);
+	set_render_thread(L, exidx, -1);
+	lua_settop(L, top);
+	if (status == 0 && lua_type(co, -1) != LUA_TSTRING) {
+		lua_pushfstring(co, "exporter: render gave a %s, not a string", luaL_typename(co, -1));
+		status = -1;
 	}
-	if (err) {
-		const char *msg = lua_tostring(L, -1);
+	if (status != 0) {
+		const char *msg = lua_tostring(co, -1);
 		const char *nl;
 		char text[512];
 
-		if (!msg && luaL_callmeta(L, -1, "__tostring")) {
-			msg = lua_tostring(L, -1);
-			lua_pop(L, 1);
-		}
+		if (!msg && luaL_callmeta(co, -1, "__tostring"))
+			msg = lua_tostring(co, -1);
 		if (!msg)
 			msg = "(error object)";
 		nl = strchr(msg, '\n');
@@ -375,25 +434,26 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		b = body_new(text, strlen(text));
 		answer_pending(ex, b, MHD_HTTP_INTERNAL_SERVER_ERROR, CT_TEXT);
 		body_unref(b);
-		lua_replace(L, top + 1);
-		lua_settop(L, top + 1);
+		/* the error with the render's own traceback, for whoever serves */
+		luaL_traceback(L, co, msg, 0);
 		return -1;
-	} else {
+	}
+	{
 		size_t len;
-		const char *s = lua_tolstring(L, -1, &len);
+		const char *s = lua_tolstring(co, -1, &len);
 
 		b = body_new(s, len);
 		answer_pending(ex, b, MHD_HTTP_OK, CT_METRICS);
 		if (b && ex->cache > 0) {
 			body_unref(ex->cached);
 			ex->cached = b;
-			ex->cached_at = t0;
+			ex->cached_at = ex->render_started;
 		} else {
 			body_unref(b);
 		}
 	}
-	ex->last_render = mono_now() - t0;
-	lua_settop(L, top);
+	lua_settop(co, 0);
+	ex->last_render = mono_now() - ex->render_started;
 	return 0;
 }
 
@@ -413,6 +473,8 @@ static int exporter_step(lua_State *L, struct bh_exporter *ex, int exidx)
 			return -1;
 		}
 		mhd.run(ex->d);
+		if (ex->rendering)
+			break; /* one slice per step: the loop has other work */
 	}
 	return 0;
 }
@@ -422,7 +484,7 @@ static long long exporter_timeout(struct bh_exporter *ex)
 {
 	MHD_UNSIGNED_LONG_LONG t;
 
-	if (ex->pending)
+	if (ex->pending || ex->rendering)
 		return 0;
 	if (mhd.get_timeout(ex->d, &t) == MHD_YES)
 		return t > (MHD_UNSIGNED_LONG_LONG)INT32_MAX ? INT32_MAX : (long long)t;
@@ -449,6 +511,7 @@ static void exporter_stop(struct bh_exporter *ex)
 	}
 	ex->d = NULL;
 	ex->epfd = -1;
+	ex->rendering = 0; /* a render in progress is abandoned with its thread */
 	mhd.stop_daemon(d); /* closes the listening socket too */
 	body_unref(ex->cached);
 	ex->cached = NULL;
@@ -662,6 +725,10 @@ static int exporter_stats(lua_State *L)
 	lua_setfield(L, -2, "scrapes");
 	lua_pushnumber(L, ex->last_render);
 	lua_setfield(L, -2, "render_seconds");
+	lua_pushnumber(L, ex->max_slice);
+	lua_setfield(L, -2, "max_slice_seconds");
+	lua_pushboolean(L, ex->rendering);
+	lua_setfield(L, -2, "rendering");
 	di = mhd.get_daemon_info(ex->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	lua_pushinteger(L, di ? (lua_Integer)di->num_connections : 0);
 	lua_setfield(L, -2, "connections");
@@ -673,7 +740,7 @@ static int exporter_stats(lua_State *L)
 
 static const char *const exporter_opts[] = { "listen",	     "connection_limit", "per_ip_limit",
 					     "timeout",	     "memory_limit",	 "cache",
-					     NULL };
+					     "slice",	     NULL };
 
 /* An integer option lo..hi (def when absent). */
 static lua_Number opt_num(lua_State *L, int idx, const char *k, lua_Number def, lua_Number lo,
@@ -752,7 +819,7 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *s
 	return 0;
 }
 
-/* bpf.exporter{listen =, connection_limit =, per_ip_limit =, timeout =, memory_limit =, cache =} */
+/* bpf.exporter{listen =, connection_limit =, per_ip_limit =, timeout =, memory_limit =, cache =, slice =} */
 static int l_exporter(lua_State *L)
 {
 	const char *listen_s = "127.0.0.1:9435";
@@ -760,7 +827,7 @@ static int l_exporter(lua_State *L)
 	socklen_t sl;
 	unsigned conn_limit, ip_limit, timeout;
 	size_t mem_limit;
-	double cache;
+	double cache, slice;
 	struct bh_exporter *ex;
 	const union MHD_DaemonInfo *di;
 	char host[48], where[80];
@@ -802,6 +869,7 @@ static int l_exporter(lua_State *L)
 	timeout = (unsigned)opt_num(L, 1, "timeout", 10, 1, 86400, 1);
 	mem_limit = (size_t)opt_num(L, 1, "memory_limit", 32768, 4096, 16 << 20, 1);
 	cache = opt_num(L, 1, "cache", 0, 0, 86400, 0);
+	slice = opt_num(L, 1, "slice", 0.005, 0.0001, 60, 0);
 	v6 = ss.ss_family == AF_INET6;
 	why = mhd_load();
 	if (why)
@@ -811,6 +879,7 @@ static int l_exporter(lua_State *L)
 	memset(ex, 0, sizeof(*ex));
 	ex->epfd = -1;
 	ex->cache = cache;
+	ex->slice = slice;
 	luaL_getmetatable(L, BH_EXPORTER_MT);
 	lua_setmetatable(L, -2);
 	lua_newtable(L);

@@ -759,6 +759,41 @@ describe("exporter", function()
       ro:close()
     end)
 
+    it("a scrape of a large map gives the loop back between slices of its render", function()
+      -- 100k labelled entries: the render takes many slices; the loop's tick
+      -- must run while one is under way (a render in one piece would hold the
+      -- loop, and no tick could see it in progress)
+      local n = 100000
+      local m = bpf.map_create{type = "hash", key = "u32", value = "u64", max_entries = n}
+      local batch = {}
+      for i = 1, n do batch[i] = {i, i * 2} end
+      assert.equal(n, m:update_batch(batch))
+      ex:counter("big_total", m, { labels = { "id" } })
+      local r, during, ticks = nil, 0, 0
+      local why = bpf.run{
+        sources = { ex },
+        every = 0.002,
+        tick = function()
+          ticks = ticks + 1
+          if not r then r = fetch("http://" .. ex:address() .. "/metrics") end
+          if ex:stats().rendering then during = during + 1 end
+          if r.done() then return false end
+        end,
+        timeout = 60,
+      }
+      assert.equal("stopped", why)
+      assert.equal(200, r.status)
+      local lines = 0
+      for _ in r.body:gmatch("\nbig_total{") do lines = lines + 1 end
+      assert.equal(n, lines)
+      assert.is_true(during > 0, ("no tick ran during the render (%d ticks)"):format(ticks))
+      local st = ex:stats()
+      assert.is_false(st.rendering)
+      assert.is_true(st.max_slice_seconds < st.render_seconds,
+        ("one slice %.3f s of a %.3f s render"):format(st.max_slice_seconds, st.render_seconds))
+      m:close()
+    end)
+
     it("bpf.run waits on it without spinning while nobody scrapes", function()
       -- a wrapper that counts the loop's serve(0) calls
       local calls = 0

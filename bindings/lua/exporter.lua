@@ -572,7 +572,9 @@ end
 local function render_scalar(def, out, ctx)
   local acc, order, buf = {}, {}, {}
   local labels, split = def.labels, def.split
+  local pace = ctx.pace
   for k, v in def.map:iterate() do
+    if pace then pace() end
     local lbl = label_text(labels, k, ctx, buf)
     if split then
       for cpu = 1, #v do
@@ -593,6 +595,7 @@ local function render_scalar(def, out, ctx)
   local name, nameb = def.name, def.name .. "{"
   local o = #out
   for i = 1, #order do
+    if pace then pace() end
     local lbl = order[i]
     if lbl == "" then
       out[o + 1], out[o + 2], out[o + 3], out[o + 4] = name, " ", fmtnum(acc[lbl]), "\n"
@@ -614,7 +617,9 @@ local function render_histogram(def, out, ctx)
   local groups, order, buf = {}, {}, {}
   local labels, slotp, max_slot = def.labels, def.slot, def.max_slot
   local seen = def.seen
+  local pace = ctx.pace
   for k, v in def.map:iterate() do
+    if pace then pace() end
     local s, lbl
     if slotp then
       s = tonum(get_path(k, slotp))
@@ -645,6 +650,7 @@ local function render_histogram(def, out, ctx)
   local scale, le = def.scale, def.le
   if def.sum then
     for k, v in def.sum:iterate() do
+      if pace then pace() end
       local lbl = label_text(def.sum_labels, k, ctx, buf)
       local g = groups[lbl]
       if g then
@@ -663,6 +669,7 @@ local function render_histogram(def, out, ctx)
   end
   local o = #out
   for i = 1, #order do
+    if pace then pace() end
     local lbl = order[i]
     local g = groups[lbl]
     local pre = lbl == "" and name .. "_bucket{" or name .. "_bucket{" .. lbl .. ","
@@ -687,12 +694,26 @@ local function render_histogram(def, out, ctx)
   end
 end
 
--- ex:render() -> the exposition text of every metric, read from the maps now.
-function methods.render(ex)
-  check_ex(ex, "render")
+-- A pace() for a render run as a coroutine: every so many entries it looks
+-- at the clock, and once the render has run for slice seconds it yields, so
+-- that the loop serving the exporter gets its time back (exporter.c resumes
+-- it on the next round).
+local yield = coroutine.yield
+local function pacer(slice)
+  local n, deadline = 0, clock() + slice
+  return function()
+    n = n + 1
+    if n % 64 == 0 and clock() >= deadline then
+      yield()
+      deadline = clock() + slice
+    end
+  end
+end
+
+local function render(ex, pace)
   local d = defs_of(ex)
   local out = {}
-  local ctx = { ifname = {} }
+  local ctx = { ifname = {}, pace = pace }
   for _, def in ipairs(d.list) do
     ctx.metric = def.name
     if def.kind == "histogram" then
@@ -702,6 +723,19 @@ function methods.render(ex)
     end
   end
   return concat(out)
+end
+
+-- ex:render() -> the exposition text of every metric, read from the maps now.
+function methods.render(ex)
+  check_ex(ex, "render")
+  return render(ex, nil)
+end
+
+-- What exporter.c runs in a thread of its own for a scrape: the same
+-- rendering, in slices of at most slice seconds.
+function methods._render_paced(ex, slice)
+  check_ex(ex, "_render_paced")
+  return render(ex, pacer(slice))
 end
 
 -- ex:metrics() -> the names of the metric families, in definition order.
