@@ -150,8 +150,10 @@ return {
         unit = "ms",
         base = {"m:iterate() pass", median(iter)},
         run = {"scrape (curl, wall)", median(wall)},
-        also = {{"exporter CPU per scrape", cpu / scrapes}},
-        note = ("%d scrapes of %.1f MB"):format(scrapes, size / 1e6),
+        also = {{"exporter CPU per scrape", cpu / scrapes},
+          {"longest hold of the loop (one slice)", ctx.ex:stats().max_slice_seconds * 1e3}},
+        note = ("%d scrapes of %.1f MB; the loop is held at most one slice of a rendering "
+          .. "(target: no longer than the m:iterate() pass)"):format(scrapes, size / 1e6),
       }
     end,
   },
