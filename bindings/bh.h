@@ -298,6 +298,7 @@ BH_LOCAL int bh_opt_check(lua_State *L, int idx, const char *fn, const char *con
  */
 BH_LOCAL const char *bh_numstr(lua_State *L, lua_Number n);
 BH_LOCAL int bh_opt_bool(lua_State *L, int idx, const char *field, int def);
+BH_LOCAL long long bh_fdinfo(int fd, const char *field);
 
 BH_LOCAL struct bh_object *bh_object_check(lua_State *L, int idx);
 BH_LOCAL struct bh_map *bh_map_check(lua_State *L, int idx);

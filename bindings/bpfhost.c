@@ -1,4 +1,6 @@
 /* bpfhost.c: the module table and the helpers every unit shares. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bh.h"
@@ -182,6 +184,31 @@ void *bh_scope_push(lua_State *L, size_t size, void (*fn)(void *))
 	return s->data;
 }
 #endif
+
+/*
+ * A numeric field ("memlock", "frozen", ...) of /proc/self/fdinfo/<fd>, or
+ * -1 when there is none: what the kernel tells of a BPF fd beyond its info.
+ */
+long long bh_fdinfo(int fd, const char *field)
+{
+	char path[64], line[256];
+	size_t n = strlen(field);
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, field, n) && line[n] == ':') {
+			v = strtoll(line + n + 1, NULL, 0);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
 
 /* ------------------------------------------------------------------------ */
 /* -- Module -------------------------------------------------------------- */

@@ -892,7 +892,6 @@ static inline __attribute__((always_inline)) void map_dec_value(lua_State *L, st
 	map_dec_value_slow(L, m, src, raw);
 }
 
-static long long fdinfo_field(int fd, const char *field);
 
 static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh_map *m,
 							 const char *op, int err)
@@ -900,7 +899,7 @@ static __attribute__((noinline, noreturn)) void map_fail(lua_State *L, struct bh
 	char hint[160];
 
 	/* EPERM on a map op is never about privileges once the map is open */
-	if (err == EPERM && m->fd >= 0 && fdinfo_field(m->fd, "frozen") > 0)
+	if (err == EPERM && m->fd >= 0 && bh_fdinfo(m->fd, "frozen") > 0)
 		bh_fail_msg(L, op, "map", m->name, err, "map is frozen (read-only for user space)",
 			    "m:freeze() cannot be undone; BPF programs can still write the map",
 			    NULL);
@@ -1987,28 +1986,6 @@ static int map_freeze(lua_State *L)
 	return 1;
 }
 
-/* A numeric field of /proc/self/fdinfo/<fd>, or -1. */
-static long long fdinfo_field(int fd, const char *field)
-{
-	char path[64], line[256];
-	size_t n = strlen(field);
-	long long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			v = strtoll(line + n + 1, NULL, 0);
-			break;
-		}
-	}
-	fclose(f);
-	return v;
-}
-
 static void setint(lua_State *L, const char *k, lua_Number v)
 {
 	lua_pushinteger(L, (lua_Integer)v);
@@ -2040,10 +2017,10 @@ static int map_info(lua_State *L)
 	setint(L, "btf_value_type_id", info.btf_value_type_id);
 	setint(L, "map_extra", (lua_Number)info.map_extra);
 	setint(L, "ifindex", info.ifindex);
-	v = fdinfo_field(m->fd, "frozen");
+	v = bh_fdinfo(m->fd, "frozen");
 	lua_pushboolean(L, v > 0);
 	lua_setfield(L, -2, "frozen");
-	v = fdinfo_field(m->fd, "memlock");
+	v = bh_fdinfo(m->fd, "memlock");
 	if (v >= 0)
 		setint(L, "memlock", (lua_Number)v);
 	lua_pushstring(L, m->ktype->root->cname);

@@ -165,25 +165,6 @@ static void setstr(lua_State *L, const char *k, const char *v)
 	lua_setfield(L, -2, k);
 }
 
-static long long fdinfo_num(int fd, const char *field)
-{
-	char path[64], line[256];
-	size_t n = strlen(field);
-	long long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':') {
-			v = strtoll(line + n + 1, NULL, 0);
-			break;
-		}
-	fclose(f);
-	return v;
-}
 
 /* ------------------------------------------------------------------------ */
 /* -- bpf.maps() ---------------------------------------------------------- */
@@ -323,10 +304,10 @@ static int l_maps(lua_State *L)
 				lua_setfield(L, -2, "value_type");
 			}
 		}
-		v = fdinfo_num(fd, "memlock");
+		v = bh_fdinfo(fd, "memlock");
 		if (v >= 0)
 			setnum(L, "memlock", (lua_Number)v);
-		v = fdinfo_num(fd, "frozen");
+		v = bh_fdinfo(fd, "frozen");
 		lua_pushboolean(L, v > 0);
 		lua_setfield(L, -2, "frozen");
 		if (info.type == BPF_MAP_TYPE_ARRAY || info.type == BPF_MAP_TYPE_PERCPU_ARRAY)
