@@ -341,32 +341,39 @@ static void make_ctor(struct compiler *c, const struct bh_plan *p)
 	lua_remove(L, -2);
 }
 
+/*
+ * In the type's table of names, from names_base + 1: the constructor
+ * (make_ctor), then the field names as Lua strings. Encode matches a key by
+ * pointer to these (Lua strings are interned, and these stay alive with the
+ * Type).
+ */
+static void register_names(struct compiler *c, struct bh_plan *p)
+{
+	uint32_t i;
+
+	p->names_ref = c->ty->names_ref;
+	p->names_base = c->nnames;
+	make_ctor(c, p);
+	lua_rawseti(c->L, c->names, ++c->nnames);
+	for (i = 0; i < p->count; i++) {
+		lua_pushstring(c->L, p->fields[i].name);
+		p->fields[i].name = lua_tostring(c->L, -1);
+		lua_rawseti(c->L, c->names, ++c->nnames);
+	}
+}
+
 static struct bh_plan *compile_composite(struct compiler *c, uint32_t id, const struct btf_type *t)
 {
 	struct bh_plan *p = new_plan(c, btf_is_union(t) ? BH_K_UNION : BH_K_STRUCT, t->size);
 	int nunions = 0;
-	uint32_t n = count_members(c, t, &nunions), pos = 0, i;
+	uint32_t n = count_members(c, t, &nunions), pos = 0;
 
 	p->cname = type_cname(c, id);
 	p->fields = aalloc(c->L, c->ty, sizeof(struct bh_field) * (n ? n : 1));
 	p->groups = aalloc(c->L, c->ty, sizeof(struct bh_group) * (size_t)(nunions + 1));
 	fill_members(c, p, t, 0, 0, 0, &pos);
 	p->count = pos;
-	/*
-	 * In the type's table of names, from names_base + 1: the constructor
-	 * (make_ctor), then the field names as Lua strings. Encode matches a key
-	 * by pointer to these (Lua strings are interned, and these stay alive
-	 * with the Type).
-	 */
-	p->names_ref = c->ty->names_ref;
-	p->names_base = c->nnames;
-	make_ctor(c, p);
-	lua_rawseti(c->L, c->names, ++c->nnames);
-	for (i = 0; i < pos; i++) {
-		lua_pushstring(c->L, p->fields[i].name);
-		p->fields[i].name = lua_tostring(c->L, -1);
-		lua_rawseti(c->L, c->names, ++c->nnames);
-	}
+	register_names(c, p);
 	return p;
 }
 
@@ -395,15 +402,7 @@ static struct bh_plan *compile_datasec(struct compiler *c, uint32_t id, const st
 		f->plan = compile(c, v->type);
 	}
 	p->count = pos;
-	p->names_ref = c->ty->names_ref;
-	p->names_base = c->nnames;
-	make_ctor(c, p);
-	lua_rawseti(c->L, c->names, ++c->nnames);
-	for (i = 0; i < pos; i++) {
-		lua_pushstring(c->L, p->fields[i].name);
-		p->fields[i].name = lua_tostring(c->L, -1);
-		lua_rawseti(c->L, c->names, ++c->nnames);
-	}
+	register_names(c, p);
 	return p;
 }
 
