@@ -1,7 +1,8 @@
 -- bpfhost benchmarks: `make bench [BENCH=pattern]`, or
 -- `build/bpfhost scripts/bench.lua [pattern]`. pattern (a Lua pattern) picks
 -- the case files whose name matches it; when none does, every file runs and
--- only the cases whose name matches.
+-- only the cases whose name matches (then RESULTS.md is left as it is: its
+-- sections are whole files).
 --
 -- Every scripts/bench/*.lua is a case file. It returns a list of cases; each
 -- case measures some bpfhost code beside a baseline doing the same work, in
@@ -301,6 +302,12 @@ local function parent(pattern)
         sections[short] = section(short, records, (not cases) and table.concat(raw, "\n") or nil)
       end
     end
+  end
+  -- a pattern that picked cases, not files, ran part of a file: its rows
+  -- would replace the whole section of the last full run
+  if pattern then
+    print(("results: not written to %s (the pattern picked cases, not whole files)"):format(RESULTS))
+    return
   end
   write_results(sections)
   print(("results: %s"):format(RESULTS))
