@@ -2457,7 +2457,9 @@ int bh_push_ffi_decl(lua_State *L, const struct bh_plan *p)
 /*
  * The decoder: the source of a chunk that takes (u64, s64, chars, fstring,
  * f32, f64) and returns function(p), p a pointer of the declared type,
- * building the same value bh_decode would. Compiled with its caller, its
+ * building the same value bh_decode would; for a struct or union, also
+ * function(p, t), which sets every field of that value in the table t and
+ * returns t (lookup's "into"). Compiled with its caller, its
  * table need not even be allocated when the caller only reads fields.
  * Floats are read by f32(p, offset) and f64(p, offset), never as fields:
  * LuaJIT's FFI loads a NaN as it is, and some NaN payloads are the tags of
@@ -2488,6 +2490,9 @@ static void gen_printf(struct gen *g, const char *fmt, ...)
 	va_end(ap);
 	luaL_addstring(&g->b, buf);
 }
+
+static int gen_fields(struct gen *g, const struct bh_plan *p, const char *access, uint32_t off,
+		      const char *to);
 
 /* p at access, at byte off from the decoder's pointer. */
 static int gen_expr(struct gen *g, const struct bh_plan *p, const char *access, uint32_t off)
@@ -2531,42 +2536,65 @@ static int gen_expr(struct gen *g, const struct bh_plan *p, const char *access, 
 	case BH_K_STRUCT:
 	case BH_K_UNION:
 		gen_add(g, "{");
-		for (i = 0; i < p->count; i++) {
-			const struct bh_field *f = &p->fields[i];
-
-			if (!is_ident(f->name))
-				return 0;
-			snprintf(buf, sizeof(buf), "%s[\"%s\"]", access, f->name);
-			gen_printf(g, "[\"%s\"]=", f->name);
-			if (f->bit_size) {
-				if (f->bit_off + f->bit_size > 32)
-					return 0;
-				if (f->plan->kind == BH_K_BOOL)
-					gen_printf(g, "(%s ~= 0)", buf);
-				else
-					gen_add(g, buf);
-			} else if (!gen_expr(g, f->plan, buf, off + f->off)) {
-				return 0;
-			}
-			gen_add(g, ",");
-		}
+		if (!gen_fields(g, p, access, off, ""))
+			return 0;
 		gen_add(g, "}");
 		return 1;
 	}
 	return 0;
 }
 
+/*
+ * The fields of struct or union p at access, each as <to>["name"]=<expr>:
+ * entries of a table constructor when to is "" (each ends with ','), else
+ * assignments to the table named to (each ends a line).
+ */
+static int gen_fields(struct gen *g, const struct bh_plan *p, const char *access, uint32_t off,
+		      const char *to)
+{
+	char buf[320];
+	uint32_t i;
+
+	for (i = 0; i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+
+		if (!is_ident(f->name))
+			return 0;
+		snprintf(buf, sizeof(buf), "%s[\"%s\"]", access, f->name);
+		gen_printf(g, "%s[\"%s\"]=", to, f->name);
+		if (f->bit_size) {
+			if (f->bit_off + f->bit_size > 32)
+				return 0;
+			if (f->plan->kind == BH_K_BOOL)
+				gen_printf(g, "(%s ~= 0)", buf);
+			else
+				gen_add(g, buf);
+		} else if (!gen_expr(g, f->plan, buf, off + f->off)) {
+			return 0;
+		}
+		gen_add(g, *to ? "\n" : ",");
+	}
+	return 1;
+}
+
 /* Push the decoder's source; 0, pushing nothing, for types it does not cover (wide bitfields, big arrays). */
 int bh_push_lua_decoder(lua_State *L, const struct bh_plan *p)
 {
+	int composite = p->kind == BH_K_STRUCT || p->kind == BH_K_UNION;
 	struct gen g;
 	int ok;
 
 	g.budget = 512;
 	luaL_buffinit(L, &g.b);
 	gen_add(&g, "local u64, s64, chars, fstring, f32, f64 = ...\nreturn function(p) return ");
-	ok = gen_expr(&g, p, p->kind == BH_K_STRUCT || p->kind == BH_K_UNION ? "p" : "p.value", 0);
-	gen_add(&g, " end\n");
+	ok = gen_expr(&g, p, composite ? "p" : "p.value", 0);
+	gen_add(&g, " end");
+	if (ok && composite) {
+		gen_add(&g, ",\nfunction(p, t)\n");
+		ok = gen_fields(&g, p, "p", 0, "t");
+		gen_add(&g, "return t end");
+	}
+	gen_add(&g, "\n");
 	luaL_pushresult(&g.b);
 	if (!ok) {
 		lua_pop(L, 1);

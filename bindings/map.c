@@ -368,14 +368,63 @@ static uint64_t parse_flags(lua_State *L, int idx, const char *op, struct bh_map
 	return flags;
 }
 
-static const char *const lookup_opts[] = { "raw", "flags", NULL };
+/*
+ * "into": lookup's value set in the caller's table instead of a new one, so
+ * that a loop polling a struct value allocates no table per call (LuaJIT's
+ * fast path, mapops.lua, writes the fields straight from the buffer). Only
+ * for values that decode to tables: structs, unions, arrays, per-CPU values.
+ */
+static void into_check(lua_State *L, struct bh_map *m, const char *op, int raw)
+{
+	enum bh_kind k = m->vtype->root->kind;
 
-/* Options at idx: nil, a flags string/integer, or a table {flags =, raw =}. */
-static uint64_t parse_opts(lua_State *L, int idx, const char *op, struct bh_map *m, int *raw)
+	if (raw)
+		luaL_error(L, "%s map '%s': options 'into' and 'raw' exclude each other (raw "
+			      "values are strings)", op, m->name);
+	if (m->ncpus)
+		return;
+	if ((k != BH_K_STRUCT && k != BH_K_UNION && k != BH_K_ARRAY) ||
+	    (m->special & (BH_MS_FDMAP | BH_MS_FDPROG)))
+		luaL_error(L, "%s map '%s': option 'into' needs a value that decodes to a table "
+			      "(a struct, union, array or per-CPU value; this map's value is %s)",
+			   op, m->name, m->vtype->root->cname);
+}
+
+/*
+ * The decoded value on top becomes the into table of the options at optidx:
+ * each of its entries set there (through __newindex, as any assignment),
+ * the rest of that table left as it is.
+ */
+static void into_fill(lua_State *L, int optidx)
+{
+	int v = lua_gettop(L);
+
+	lua_getfield(L, optidx, "into");
+	lua_pushnil(L);
+	while (lua_next(L, v)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_settable(L, v + 1);
+	}
+	lua_replace(L, v);
+}
+
+static const char *const lookup_opts[] = { "raw", "flags", NULL };
+static const char *const into_opts[] = { "raw", "flags", "into", NULL };
+
+/*
+ * Options at idx: nil, a flags string/integer, or a table {flags =, raw =},
+ * and into = (a table) when into is not NULL: *into tells whether it was
+ * given (into_fill() finds it).
+ */
+static uint64_t parse_opts(lua_State *L, int idx, const char *op, struct bh_map *m, int *raw,
+			   int *into)
 {
 	uint64_t flags;
 
 	*raw = 0;
+	if (into)
+		*into = 0;
 	if (lua_type(L, idx) != LUA_TTABLE)
 		return parse_flags(L, idx, op, m);
 	/*
@@ -392,12 +441,20 @@ static uint64_t parse_opts(lua_State *L, int idx, const char *op, struct bh_map 
 			*raw = lua_toboolean(L, -1);
 		} else if (k && n == 5 && !memcmp(k, "flags", 5)) {
 			flags = parse_flags(L, lua_gettop(L), op, m);
+		} else if (k && n == 4 && !memcmp(k, "into", 4) && into) {
+			if (!lua_istable(L, -1))
+				luaL_error(L, "%s map '%s': into: expected a table, got %s", op,
+					   m->name, luaL_typename(L, -1));
+			*into = 1;
 		} else {
 			lua_pop(L, 2);
-			bh_opt_check(L, idx, op, lookup_opts); /* raises, naming the key */
+			/* raises, naming the key */
+			bh_opt_check(L, idx, op, into ? into_opts : lookup_opts);
 		}
 		lua_pop(L, 1);
 	}
+	if (into && *into)
+		into_check(L, m, op, *raw);
 	return flags;
 }
 
@@ -951,10 +1008,10 @@ static int map_lookup(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "lookup");
 	uint64_t flags = 0;
-	int raw = 0, err;
+	int raw = 0, into = 0, err;
 
 	if (unlikely(lua_gettop(L) > 2))
-		flags = parse_opts(L, 3, "lookup", m, &raw);
+		flags = parse_opts(L, 3, "lookup", m, &raw, &into);
 	map_enc_key(L, m, "lookup", 2, m->kbuf, raw);
 	err = bpf_map_lookup_elem_flags(m->fd, m->kbuf, m->vbuf, flags);
 	if (unlikely(err)) {
@@ -966,6 +1023,8 @@ static int map_lookup(lua_State *L)
 		map_fail_flags(L, m, "lookup", err, flags);
 	}
 	map_dec_value(L, m, m->vbuf, raw);
+	if (unlikely(into))
+		into_fill(L, 3);
 	return 1;
 }
 
@@ -976,7 +1035,7 @@ static int map_update(lua_State *L)
 	int raw = 0, err;
 
 	if (unlikely(lua_gettop(L) > 3))
-		flags = parse_opts(L, 4, "update", m, &raw);
+		flags = parse_opts(L, 4, "update", m, &raw, NULL);
 	if (unlikely(lua_isnoneornil(L, 3)))
 		luaL_error(L, "update map '%s': value missing (use m:delete(key) to remove)",
 			   m->name);
@@ -1002,7 +1061,7 @@ static int map_delete(lua_State *L)
 	int raw = 0, err;
 
 	if (unlikely(lua_gettop(L) > 2))
-		parse_opts(L, 3, "delete", m, &raw);
+		parse_opts(L, 3, "delete", m, &raw, NULL);
 	if (unlikely(m->special & BH_MS_NODELETE))
 		luaL_error(L, "delete map '%s': array elements cannot be deleted (update them to "
 			      "zero, or m:clear() them all)",
@@ -1025,10 +1084,10 @@ static int map_lookup_and_delete(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "lookup_and_delete");
 	uint64_t flags = 0;
-	int raw = 0, err;
+	int raw = 0, into = 0, err;
 
 	if (lua_gettop(L) > 2)
-		flags = parse_opts(L, 3, "lookup_and_delete", m, &raw);
+		flags = parse_opts(L, 3, "lookup_and_delete", m, &raw, &into);
 	if (m->special & BH_MS_NODELETE)
 		luaL_error(L, "lookup_and_delete map '%s': array elements cannot be deleted",
 			   m->name);
@@ -1043,6 +1102,8 @@ static int map_lookup_and_delete(lua_State *L)
 		map_fail_flags(L, m, "lookup_and_delete", err, flags);
 	}
 	map_dec_value(L, m, m->vbuf, raw);
+	if (into)
+		into_fill(L, 3);
 	return 1;
 }
 
@@ -1701,7 +1762,7 @@ static int map_lookup_batch(lua_State *L)
 	n = list_len(L, 2, "lookup_batch", m);
 
 	if (lua_gettop(L) > 2)
-		parse_opts(L, 3, "lookup_batch", m, &raw);
+		parse_opts(L, 3, "lookup_batch", m, &raw, NULL);
 	lua_settop(L, 3);
 	lua_createtable(L, (int)n, 0); /* 4 */
 	for (i = 1; i <= n; i++) {

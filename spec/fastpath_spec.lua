@@ -375,6 +375,17 @@ describe("fast path", function()
           check(case, "update", u1, u2, k, v)
           check(case, "update's bytes", s1, s2, k, v)
           check(case, "lookup", outcome(m.lookup, m, k), outcome(m.lookup, m, k, {}), k, v)
+          -- into: the fast path (only into) beside C (a flag sends it there)
+          local t1, t2 = {extra = 1}, {extra = 1}
+          local i1 = outcome(m.lookup, m, k, {into = t1})
+          local i2 = outcome(m.lookup, m, k, {into = t2, flags = "any"})
+          if i1[1] and i1[2] ~= nil then
+            if i1[2] ~= t1 then error(name .. ": lookup into gave another table") end
+            i1[2] = "into"
+          end
+          if i2[1] and i2[2] ~= nil then i2[2] = "into" end
+          check(case, "lookup into", i1, i2, k, v)
+          check(case, "lookup into's table", t1, t2, k, v)
           local d1 = outcome(m.delete, m, k)
           local s3 = snapshot(m)
           reset(m, s2)
@@ -411,7 +422,10 @@ describe("fast path", function()
               show(u2)))
           end
         end
-        assert.is_true(rawget(getmetatable(m), "__bh_fast").ok)
+        local st = rawget(getmetatable(m), "__bh_fast")
+        assert.is_true(st.ok)
+        -- and lookup's into has its own path (no table made per call)
+        assert.is_function(st.into, name)
       end
     end)
 

@@ -120,7 +120,7 @@ describe("map", function()
       assert.equal("\2\1\0\0\0\0\0\0", m:lookup("\5\0\0\0", {raw = true}))
       assert.is_true(m:update("\6\0\0\0", "\9\0\0\0\0\0\0\0", {raw = true}))
       assert.equal(9, m:lookup(6))
-      assert.equal("lookup: unknown option 'rw' (known: raw, flags)", h.raises(m.lookup, m, 1, {rw = true}))
+      assert.equal("lookup: unknown option 'rw' (known: raw, flags, into)", h.raises(m.lookup, m, 1, {rw = true}))
     end)
 
     it("iterates over 1000+ entries, each once", function()
@@ -167,6 +167,43 @@ describe("map", function()
       assert.equal(ncpu, #v)
       for i = 1, #v do assert.equal(5, v[i]) end
       assert.equal(5 * ncpu, bpf.sum(v))
+    end)
+
+    it("lookup with into sets the value's fields in the caller's table, and returns it", function()
+      assert.is_true(ns:update("eth0", {packets = 3, bytes = 4, flags = 1, comm = "bash"}))
+      local t = {packets = 99, note = "kept"}
+      local opts = {into = t}
+      -- many times: under LuaJIT the compiled fast path, not only the first call's
+      for _ = 1, 300 do assert.equal(t, ns:lookup("eth0", opts)) end
+      assert.same({packets = 3, bytes = 4, flags = 1, comm = "bash", note = "kept"}, t)
+      -- absent: nil, the table untouched
+      t.packets = 7
+      for _ = 1, 300 do assert.is_nil(ns:lookup("nope", opts)) end
+      assert.equal(7, t.packets)
+      -- per-CPU: element i for CPU i-1, the same table each time
+      local pc = o:get_map("pcpu")
+      assert.is_true(pc:update(1, 5))
+      local a = {}
+      for _ = 1, 300 do assert.equal(a, pc:lookup(1, {into = a})) end
+      assert.same(pc:lookup(1), a)
+      -- lookup_and_delete too
+      local d = {}
+      assert.equal(d, ns:lookup_and_delete("eth0", {into = d}))
+      assert.equal("bash", d.comm)
+      assert.is_nil(ns:lookup("eth0"))
+    end)
+
+    it("into: not a table, with raw, on a scalar value, or on other ops is an error", function()
+      assert.equal("lookup map 'name_stats': into: expected a table, got number",
+        h.raises(ns.lookup, ns, "eth0", {into = 5}))
+      assert.equal("lookup map 'name_stats': options 'into' and 'raw' exclude each other (raw values are strings)",
+        h.raises(ns.lookup, ns, "eth0", {into = {}, raw = true}))
+      assert.equal("lookup map 'u32_u64': option 'into' needs a value that decodes to a table (a struct, union, array or per-CPU value; this map's value is u64)",
+        h.raises(m.lookup, m, 1, {into = {}}))
+      assert.equal("lookup: unknown option 'inot' (known: raw, flags, into)",
+        h.raises(ns.lookup, ns, "eth0", {inot = {}}))
+      assert.equal("update: unknown option 'into' (known: raw, flags)",
+        h.raises(ns.update, ns, "eth0", {}, {into = {}}))
     end)
 
     it("64-bit values beyond 2^53 are lossless", function()
@@ -327,7 +364,7 @@ describe("map operations", function()
         h.raises(m.update, m, 1, 1, true))
       assert.equal("update_batch map 'args': unknown flag 'nope' (any, noexist, exist, lock)",
         h.raises(m.update_batch, m, {{1, 1}}, "nope"))
-      assert.equal("lookup: unknown option 'flag' (known: raw, flags)", h.raises(m.lookup, m, 1, {flag = "lock"}))
+      assert.equal("lookup: unknown option 'flag' (known: raw, flags, into)", h.raises(m.lookup, m, 1, {flag = "lock"}))
       assert.equal("iterate: unknown option 'chunks' (known: raw, chunk)", h.raises(m.iterate, m, {chunks = 8}))
       assert.equal("iterate map 'args': chunk must be an integer 1..65536", h.raises(m.iterate, m, {chunk = 0}))
       assert.equal("drain map 'args': chunk must be an integer 1..65536", h.raises(m.drain, m, {chunk = 1.5}))
@@ -827,7 +864,7 @@ describe("map operations", function()
         assert.equal(h.raises(C.lookup, a, 4), h.raises(a.lookup, a, 4))
         assert.equal(h.raises(C.delete, a, 1), h.raises(a.delete, a, 1))
         assert.equal(h.raises(C.lookup, a, 9, {rw = 1}), h.raises(a.lookup, a, 9, {rw = 1}))
-        assert.equal("lookup: unknown option 'x' (known: raw, flags)", h.raises(t.lookup, t, 1, {x = 1}))
+        assert.equal("lookup: unknown option 'x' (known: raw, flags, into)", h.raises(t.lookup, t, 1, {x = 1}))
         t:close(); a:close()
         assert.equal("lookup map 'fp': map is closed", h.raises(t.lookup, t, 2))
         assert.equal("update map 'fp': map is closed", h.raises(t.update, t, 2, 2))

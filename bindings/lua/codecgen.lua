@@ -77,15 +77,19 @@ M.ctype = ctype
 
 -- One function per source (they do not depend on the layout, only on names).
 local decoders, encoders = {}, {}
+-- A decoder is function(p); for a struct or union the chunk also gives
+-- into(p, t), which sets the fields of the value at p in t.
+local intos = {}
 local function load_decoder(src)
   local dec = decoders[src]
   if not dec then
     local chunk = loadstring(src, "=bpfhost.codecgen decoder")
     if not chunk then return nil end
-    dec = chunk(u64, s64, chars, fstring, f32, f64)
-    decoders[src] = dec
+    local into
+    dec, into = chunk(u64, s64, chars, fstring, f32, f64)
+    decoders[src], intos[src] = dec, into
   end
-  return dec
+  return dec, intos[src]
 end
 local function load_encoder(src)
   local enc = encoders[src]
@@ -148,6 +152,7 @@ local function agrees(T, c)
     copy(buf, s, c.size)
     local v = T:decode(s)
     if not same(c.dec(p), v, 0) then return false end
+    if c.into and not same(c.into(p, {}), v, 0) then return false end
     if c.enc then
       ffi.fill(buf, c.alloc)
       if c.enc(mp, v) then
@@ -168,6 +173,8 @@ end
 --   alloc        bytes a buffer for one value needs (the declaration may be
 --                longer than T.size: bitfields are read in 32-bit units)
 --   dec(p)       the value at p, as T:decode gives it
+--   into(p, t)   for a struct or union: every field of that value set in t;
+--                t returned (nil for other kinds)
 --   enc(p, v)    write v at p (zeroed by the caller), true; or false when v
 --                is not plain (then only T:encode says what it makes of v);
 --                nil when not generated
@@ -192,7 +199,7 @@ local function build(T)
     if not found or o ~= off then return false end
   end
   local c = {size = size, kind = kind, ct = ct, mct = mct, alloc = ffi.sizeof(et) + 8}
-  c.dec = load_decoder(dsrc)
+  c.dec, c.into = load_decoder(dsrc)
   if not c.dec then return false end
   c.enc = esrc and load_encoder(esrc) or nil
   if not agrees(T, c) then return false end

@@ -9,7 +9,8 @@
 -- Lua functions make the bpf() call themselves through the FFI, decode and
 -- encode with the generated codecs, and LuaJIT compiles them into the
 -- caller's trace. They take only the plain case: a map handle that is open
--- (its fd >= 0), marked fast by C (map_fast_code()), no options or flags,
+-- (its fd >= 0), marked fast by C (map_fast_code()), no options or flags
+-- (lookup: or only {into = t}),
 -- numbers that fit (64-bit ones within 2^53), indexes in range, values the
 -- generated encoder takes as plain. Everything else, and every failure but
 -- ENOENT, goes to the C method, which does the whole thing again and says
@@ -195,6 +196,17 @@ local function build(h, K, V)
     local p, mp = cast(vc.ct, vbuf), cast(vc.mct, vbuf)
     st.vbuf = vbuf
     st.get = function() return dec(p) end
+    -- lookup's "into": a struct's fields set straight from the buffer; an
+    -- array's elements copied from its table (map.c's into_fill)
+    local into = vc.into
+    if into then
+      st.into = function(t) return into(p, t) end
+    elseif vc.kind == "array" then
+      st.into = function(t)
+        for i, x in next, dec(p) do t[i] = x end
+        return t
+      end
+    end
     if enc then
       st.put = function(v)
         fill(vbuf, size)
@@ -209,11 +221,12 @@ local function build(h, K, V)
     local vbuf = ffi.new("uint8_t[?]", total + vc.alloc)
     local ct, mct = vc.ct, vc.mct
     st.vbuf = vbuf
-    st.get = function()
-      local t = tnew(ncpus, 0)
+    local function fill_cpus(t)
       for i = 0, ncpus - 1 do t[i + 1] = dec(cast(ct, vbuf + i * stride)) end
       return t
     end
+    st.get = function() return fill_cpus(tnew(ncpus, 0)) end
+    st.into = fill_cpus
     -- as bh_encode_percpu: one value for every CPU, or an array of one per
     -- CPU, told apart by the value's shape (codec.c's looks_like); here only
     -- for the kinds whose shapes tell it simply
@@ -322,8 +335,30 @@ return function(methods, map_size, magic)
   -- frame, which LuaJIT's side traces cannot return through (a loop in a
   -- generated codec, one per nested table, ends its trace there; returning
   -- to the caller's loop links the next one).
+  -- lookup(m, k, {into = t}) of a GEN map: t, or nil when k is absent;
+  -- false when this path does not take it (then C does).
+  local function lookup_into(m, k, opts)
+    local into = rawget(opts, "into")
+    if type(into) ~= "table" or next(opts) ~= "into" or next(opts, "into") ~= nil then
+      return false
+    end
+    local h, mt = fast_map(m, magic)
+    if not h or band(h.fast, GEN) == 0 then return false end
+    local st = state(m, h, mt)
+    if not st or not st.into then return false end
+    local kb
+    if band(h.fast, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+    if not kb then return false end
+    if lib.bpf_map_lookup_elem(h.fd, kb, st.vbuf) == 0 then return st.into(into) end
+    if errno() == ENOENT then return nil end
+    return false
+  end
+
   local function lookup_n(n, m, k, opts)
-    if opts == nil then
+    if type(opts) == "table" and n == 3 then
+      local v = lookup_into(m, k, opts)
+      if v ~= false then return v end
+    elseif opts == nil then
       local h, mt = fast_map(m, magic)
       if h then
         local f = h.fast

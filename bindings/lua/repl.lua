@@ -342,7 +342,7 @@ local docs = {
   ["obj:globals"] = { "(section)", "a view of a global data section" },
   ["obj:close"] = { "()", "detaches links, frees the object" },
 
-  ["m:lookup"] = { "(key [, opts])", "the value, or nil when absent" },
+  ["m:lookup"] = { "(key [, opts])", "the value, or nil when absent; opts: {raw = true}, {flags = \"lock\"}, {into = t} (set the value's fields in t, return t)" },
   ["m:update"] = { "(key, value [, flags])", "true; false when \"noexist\"/\"exist\" is not met" },
   ["m:delete"] = { "(key [, opts])", "true, or false when absent" },
   ["m:lookup_and_delete"] = { "(key [, opts])", "the value, removed atomically; nil when absent" },

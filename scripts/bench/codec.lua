@@ -7,6 +7,8 @@
 --   raw    the same map and method with {raw = true}: byte strings in and out
 --   bytes  a twin map of the same sizes without BTF: byte strings in and out
 --          with no option table, so typed / bytes is what the codec adds
+--   into   (lookups of table values) m:lookup(k, {into = t}): typed, into
+--          one table reused, so into / typed is what a new table costs
 --
 -- Targets (issue 3): the codec adds under 10% to a lookup of the u64 value
 -- and under 25% to a lookup of the 64-byte struct (typed / bytes).
@@ -110,6 +112,7 @@ local function setup(shape)
     c.vbytes = ffi.string(c.v, ffi.sizeof(s.ctype) * slots)
     c.vone = ffi.string(c.v, ffi.sizeof(s.ctype))
     c.value = s.value(7)
+    c.into = {into = {}}
     c.fd, c.twin_fd = c.m.fd, c.twin.fd
     -- the per-CPU value as the map takes raw bytes: round_up(24, 8) per CPU
     assert(#c.vbytes == (s.percpu and NCPU * 24 or s.size))
@@ -145,6 +148,10 @@ return {
   bytes = function(c, n)
     local m, kb = c.twin, c.kb
     for i = 1, n do c.last = m:lookup(kb[i % N]) end
+  end,
+  into = function(c, n)
+    local m, o = c.m, c.into
+    for i = 1, n do c.last = m:lookup(i % N, o) end
   end,
 }]]
 
@@ -184,7 +191,9 @@ local function add(op, make, shape, what, max)
     teardown = teardown,
     baseline = {"FFI", fns.FFI},
     run = {"typed", fns.typed},
-    also = {{"raw", fns.raw}, {"bytes", fns.bytes}},
+    also = {{"raw", fns.raw}, {"bytes", fns.bytes},
+      -- lookup's {into = t}: the struct's fields set in one table, reused
+      fns.into and shape ~= "u64" and {"into", fns.into} or nil},
     target = max and {a = "typed", b = "bytes", max = max} or nil,
   }
 end
