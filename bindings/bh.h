@@ -405,6 +405,18 @@ BH_LOCAL void bh_guard_end(struct bh_guard *g);
 /* > 0 events, 0 time up (or another signal), -1 SIGINT/SIGTERM, -2 failure (errno). */
 BH_LOCAL int bh_epoll_wait(int epfd, struct epoll_event *ev, int maxev, int timeout_ms);
 BH_LOCAL void bh_raise_interrupted(lua_State *L, const char *op) __attribute__((noreturn));
+/* CLOCK_MONOTONIC in seconds. */
+BH_LOCAL double bh_mono_now(void);
+/* Milliseconds from now until end (rounded up, so a wait never ends early; 0 when passed). */
+BH_LOCAL int bh_ms_left(double end);
+/*
+ * Wait up to ms (< 0: no limit) for epfd to be readable, with our SIGINT/
+ * SIGTERM handler in place: 1 when it is, 0 once the time is up (a signal
+ * other than those waits out the rest). Raises op's "interrupted" error, or
+ * the failure of epoll naming kind and name.
+ */
+BH_LOCAL int bh_wait_readable(lua_State *L, int epfd, int ms, const char *op, const char *kind,
+			      const char *name);
 BH_LOCAL struct bh_source *bh_source_test(lua_State *L, int idx);
 BH_LOCAL long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char *fn);
 /* A timeout argument in milliseconds; nil or -1: no limit (returns -1). */

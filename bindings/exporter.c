@@ -145,14 +145,6 @@ static const char *mhd_load(void)
 /* Marks a connection whose response was queued on the handler's first call. */
 static char req_answered;
 
-static double mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------------------------ */
 /* -- Responses ----------------------------------------------------------- */
 
@@ -366,7 +358,7 @@ static void set_render_thread(lua_State *L, int exidx, int idx)
 static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 {
 	struct body *b;
-	double t0 = mono_now(), took;
+	double t0 = bh_mono_now(), took;
 	int top = lua_gettop(L), status, nargs = 0;
 	lua_State *co;
 
@@ -403,7 +395,7 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 	status = lua_resume(co, nargs);
 #endif
 	ex->busy--;
-	took = mono_now() - t0;
+	took = bh_mono_now() - t0;
 	if (took > ex->max_slice)
 		ex->max_slice = took;
 	if (status == LUA_YIELD) {
@@ -453,7 +445,7 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		}
 	}
 	lua_settop(co, 0);
-	ex->last_render = mono_now() - ex->render_started;
+	ex->last_render = bh_mono_now() - ex->render_started;
 	return 0;
 }
 
@@ -639,7 +631,7 @@ static int exporter_serve(lua_State *L)
 			failed = 1;
 		goto out;
 	}
-	end = mono_now() + ms / 1000.0;
+	end = bh_mono_now() + ms / 1000.0;
 	guard_begin(&g);
 	for (;;) {
 		struct pollfd pfd = { .fd = ex->epfd, .events = POLLIN };
@@ -652,7 +644,7 @@ static int exporter_serve(lua_State *L)
 		}
 		if (ex->close_later || bh_interrupted)
 			break;
-		left = (long long)ceil((end - mono_now()) * 1000.0);
+		left = (long long)ceil((end - bh_mono_now()) * 1000.0);
 		if (left <= 0)
 			break;
 		t = exporter_timeout(ex);

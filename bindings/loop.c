@@ -178,7 +178,7 @@ int bh_epoll_wait(int epfd, struct epoll_event *ev, int maxev, int timeout_ms)
 /* ------------------------------------------------------------------------ */
 /* -- Time ---------------------------------------------------------------- */
 
-static double mono_now(void)
+double bh_mono_now(void)
 {
 	struct timespec ts;
 
@@ -188,7 +188,7 @@ static double mono_now(void)
 
 static int l_now(lua_State *L)
 {
-	lua_pushnumber(L, mono_now());
+	lua_pushnumber(L, bh_mono_now());
 	return 1;
 }
 
@@ -199,10 +199,44 @@ static int ms_until(double end)
 
 	if (isinf(end))
 		return -1;
-	left = ceil((end - mono_now()) * 1000.0);
+	left = ceil((end - bh_mono_now()) * 1000.0);
 	if (left <= 0)
 		return 0;
 	return left > 86400000.0 ? 86400000 : (int)left;
+}
+
+int bh_ms_left(double end)
+{
+	return ms_until(end);
+}
+
+int bh_wait_readable(lua_State *L, int epfd, int ms, const char *op, const char *kind,
+		     const char *name)
+{
+	struct bh_guard g __attribute__((cleanup(guard_cleanup))) = { .on = 0 };
+	double end = ms < 0 ? INFINITY : bh_mono_now() + ms / 1000.0;
+	struct epoll_event ev;
+	int r, left = ms < 0 ? -1 : ms;
+
+	bh_guard_begin(&g);
+	for (;;) {
+		r = bh_epoll_wait(epfd, &ev, 1, left);
+		if (r < 0) {
+			int err = errno;
+
+			bh_guard_end(&g); /* before raising: Lua 5.4 runs no cleanup */
+			if (r == -1)
+				bh_raise_interrupted(L, op);
+			bh_fail(L, op, kind, name, err, NULL, NULL);
+		}
+		if (r > 0)
+			return 1;
+		if (ms >= 0) {
+			left = ms_until(end);
+			if (left <= 0)
+				return 0;
+		}
+	}
 }
 
 /*
@@ -212,7 +246,7 @@ static int ms_until(double end)
 static int wait_for(double secs)
 {
 	struct bh_guard g __attribute__((cleanup(guard_cleanup))) = { .on = 0 };
-	double end = secs < 0 ? INFINITY : mono_now() + secs;
+	double end = secs < 0 ? INFINITY : bh_mono_now() + secs;
 
 	bh_guard_begin(&g);
 	for (;;) {
@@ -490,7 +524,7 @@ static void source_serve(lua_State *L, struct srcset *set, int i)
 long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char *fn)
 {
 	struct bh_source *s = bh_source_test(L, idx);
-	double end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
+	double end = timeout_ms < 0 ? INFINITY : bh_mono_now() + timeout_ms / 1000.0;
 	long n = 0;
 	int stop = 0;
 
@@ -541,7 +575,7 @@ static int l_poll(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	timeout_ms = bh_check_ms(L, 2, "poll");
-	end = timeout_ms < 0 ? INFINITY : mono_now() + timeout_ms / 1000.0;
+	end = timeout_ms < 0 ? INFINITY : bh_mono_now() + timeout_ms / 1000.0;
 	lua_settop(L, 2);
 	BH_SCOPE(struct srcset, set, srcset_cleanup);
 	set->epfd = -1;
@@ -636,7 +670,7 @@ static int l_run(lua_State *L)
 	srcset_epoll(L, set, "run");
 	bh_guard_begin(&set->g);
 
-	now = mono_now();
+	now = bh_mono_now();
 	deadline = timeout >= 0 ? now + timeout : INFINITY;
 	next_tick = every > 0 ? now + every : INFINITY;
 	for (i = 0; i < set->n; i++) {
@@ -657,7 +691,7 @@ static int l_run(lua_State *L)
 
 		if (bh_interrupted)
 			break;
-		now = mono_now();
+		now = bh_mono_now();
 		for (i = 0; i < set->n && !bh_interrupted; i++) {
 			int t;
 
@@ -665,7 +699,7 @@ static int l_run(lua_State *L)
 				continue;
 			source_serve(L, set, i);
 			t = source_timeout(L, set, i);
-			due[i] = t < 0 ? INFINITY : mono_now() + t / 1000.0;
+			due[i] = t < 0 ? INFINITY : bh_mono_now() + t / 1000.0;
 		}
 		if (bh_interrupted)
 			break;
@@ -678,7 +712,7 @@ static int l_run(lua_State *L)
 			}
 			lua_pop(L, 1);
 			next_tick += every;
-			now = mono_now();
+			now = bh_mono_now();
 			if (next_tick <= now)
 				next_tick = now + every;
 			continue;

@@ -350,41 +350,11 @@ static int perfbuf_poll(lua_State *L)
 	return 1;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Wait up to ms for a wake-up: 1 on one, 0 when the time is up. */
 static int perfbuf_wait(lua_State *L, struct bh_perfbuf *pb, int ms)
 {
-	struct bh_guard g __attribute__((cleanup(bh_guard_end))) = { .on = 0 };
-	double end = now_s() + ms / 1000.0;
-	struct epoll_event ev;
-	int r, left = ms;
-
-	bh_guard_begin(&g);
-	for (;;) {
-		r = bh_epoll_wait(perf_buffer__epoll_fd(pb->pb), &ev, 1, left);
-		if (r < 0) {
-			int err = errno;
-
-			bh_guard_end(&g); /* before raising: Lua 5.4 runs no cleanup */
-			if (r == -1)
-				bh_raise_interrupted(L, "records");
-			bh_fail(L, "records", "perfbuf", pb->name, err, NULL, NULL);
-		}
-		if (r > 0)
-			return 1;
-		if (ms >= 0) {
-			left = (int)((end - now_s()) * 1000.0 + 0.999);
-			if (left <= 0)
-				return 0;
-		}
-	}
+	return bh_wait_readable(L, perf_buffer__epoll_fd(pb->pb), ms, "records", "perfbuf",
+				pb->name);
 }
 
 /* Iterator of perf:records(ms): upvalues perfbuf, ms; yields rec, cpu. */

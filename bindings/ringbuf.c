@@ -635,45 +635,13 @@ static int ringbuf_poll(lua_State *L)
 	return 1;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /*
  * Wait up to ms (-1: no limit) for any ring of rb: 1 when something may be
  * there, 0 once the time is up. Raises on SIGINT/SIGTERM.
  */
 static int ringbuf_wait(lua_State *L, struct bh_ringbuf *rb, int ms)
 {
-	struct bh_guard g __attribute__((cleanup(bh_guard_end))) = { .on = 0 };
-	double end = now_s() + ms / 1000.0;
-	struct epoll_event ev;
-	int r, left = ms;
-
-	bh_guard_begin(&g);
-	for (;;) {
-		r = bh_epoll_wait(rb->epfd, &ev, 1, left);
-		if (r < 0) {
-			int err = errno;
-
-			bh_guard_end(&g); /* before raising: Lua 5.4 runs no cleanup */
-			if (r == -1)
-				bh_raise_interrupted(L, "records");
-			bh_fail(L, "records", "ringbuf", ringbuf_name(rb), err, NULL, NULL);
-		}
-		if (r > 0)
-			return 1;
-		if (ms >= 0) {
-			/* another signal woke us early: wait out the rest */
-			left = (int)((end - now_s()) * 1000.0 + 0.999);
-			if (left <= 0)
-				return 0;
-		}
-	}
+	return bh_wait_readable(L, rb->epfd, ms, "records", "ringbuf", ringbuf_name(rb));
 }
 
 /* Iterator of ring:records(ms), copying: upvalues ring, ms. */
@@ -1331,7 +1299,7 @@ static int submit_wait(lua_State *L, int idx)
 static void *user_reserve_wait(lua_State *L, struct bh_user_ringbuf *u, uint32_t size, int wait_ms)
 {
 	struct bh_guard g __attribute__((cleanup(bh_guard_end))) = { .on = 0 };
-	double end = now_s() + wait_ms / 1000.0;
+	double end = bh_mono_now() + wait_ms / 1000.0;
 	void *p;
 
 	p = user_ring_buffer__reserve(u->urb, size);
@@ -1343,7 +1311,7 @@ static void *user_reserve_wait(lua_State *L, struct bh_user_ringbuf *u, uint32_t
 		int left = -1, r;
 
 		if (wait_ms >= 0) {
-			left = (int)((end - now_s()) * 1000.0 + 0.999);
+			left = bh_ms_left(end);
 			if (left <= 0) {
 				errno = ENOSPC;
 				return NULL;
