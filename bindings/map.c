@@ -2592,26 +2592,18 @@ static const struct {
 	{ "inner_map", BPF_F_INNER_MAP },
 };
 
-static uint32_t parse_create_flags(lua_State *L, int idx)
+/*
+ * Map creation flags from names joined by "|" ("no_prealloc|mmapable";
+ * spaces around a name and empty names are ignored), for map_create and
+ * set_flags. An unknown name raises "<op>[ map '<name>']: unknown flag ...".
+ */
+uint32_t bh_map_flag_names(lua_State *L, const char *s, size_t len, const char *op,
+			   const char *name)
 {
 	uint32_t flags = 0;
-	const char *s, *p;
-	size_t len, i;
+	const char *p;
+	size_t i;
 
-	if (lua_isnil(L, idx))
-		return 0;
-	if (lua_type(L, idx) == LUA_TNUMBER) {
-		lua_Number d = lua_tonumber(L, idx);
-
-		if (d < 0 || d != (lua_Number)(uint32_t)d)
-			luaL_error(L, "map_create: flags must be names or a non-negative integer");
-		return (uint32_t)d;
-	}
-	if (lua_type(L, idx) != LUA_TSTRING)
-		luaL_error(L, "map_create: flags must be a string like \"no_prealloc|mmapable\", "
-			      "got %s",
-			   luaL_typename(L, idx));
-	s = lua_tolstring(L, idx, &len);
 	for (p = s; p <= s + len;) {
 		const char *e = memchr(p, '|', (size_t)(s + len - p));
 		size_t n;
@@ -2640,12 +2632,37 @@ static uint32_t parse_create_flags(lua_State *L, int idx)
 				luaL_addstring(&b, create_flags[i].name);
 			}
 			luaL_pushresult(&b);
-			luaL_error(L, "map_create: unknown flag '%s' (%s)", lua_tostring(L, -2),
+			if (name)
+				luaL_error(L, "%s map '%s': unknown flag '%s' (%s)", op, name,
+					   lua_tostring(L, -2), lua_tostring(L, -1));
+			luaL_error(L, "%s: unknown flag '%s' (%s)", op, lua_tostring(L, -2),
 				   lua_tostring(L, -1));
 		}
 		p = e + 1;
 	}
 	return flags;
+}
+
+static uint32_t parse_create_flags(lua_State *L, int idx)
+{
+	const char *s;
+	size_t len;
+
+	if (lua_isnil(L, idx))
+		return 0;
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		lua_Number d = lua_tonumber(L, idx);
+
+		if (d < 0 || d != (lua_Number)(uint32_t)d)
+			luaL_error(L, "map_create: flags must be names or a non-negative integer");
+		return (uint32_t)d;
+	}
+	if (lua_type(L, idx) != LUA_TSTRING)
+		luaL_error(L, "map_create: flags must be a string like \"no_prealloc|mmapable\", "
+			      "got %s",
+			   luaL_typename(L, idx));
+	s = lua_tolstring(L, idx, &len);
+	return bh_map_flag_names(L, s, len, "map_create", NULL);
 }
 
 /* key/value of map_create at the top: a size, a type name or a Type. Returns the size. */

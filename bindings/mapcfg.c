@@ -101,25 +101,6 @@ static int map_set_type(lua_State *L)
 	return 1;
 }
 
-static const struct {
-	const char *name;
-	uint32_t flag;
-} map_flags[] = {
-	{ "no_prealloc", BPF_F_NO_PREALLOC },
-	{ "no_common_lru", BPF_F_NO_COMMON_LRU },
-	{ "numa_node", BPF_F_NUMA_NODE },
-	{ "rdonly", BPF_F_RDONLY },
-	{ "wronly", BPF_F_WRONLY },
-	{ "stack_build_id", BPF_F_STACK_BUILD_ID },
-	{ "zero_seed", BPF_F_ZERO_SEED },
-	{ "rdonly_prog", BPF_F_RDONLY_PROG },
-	{ "wronly_prog", BPF_F_WRONLY_PROG },
-	{ "clone", BPF_F_CLONE },
-	{ "mmapable", BPF_F_MMAPABLE },
-	{ "preserve_elems", BPF_F_PRESERVE_ELEMS },
-	{ "inner_map", BPF_F_INNER_MAP },
-};
-
 /* m:set_flags(flags): an integer, or names joined by "|": "no_prealloc|rdonly_prog". */
 static int map_set_flags(lua_State *L)
 {
@@ -129,26 +110,10 @@ static int map_set_flags(lua_State *L)
 	if (lua_type(L, 2) == LUA_TNUMBER) {
 		flags = check_u32(L, 2, "set_flags", "flags", 0);
 	} else {
-		const char *s = luaL_checkstring(L, 2);
+		size_t len;
+		const char *s = luaL_checklstring(L, 2, &len);
 
-		while (*s) {
-			const char *e = strchr(s, '|');
-			size_t n = e ? (size_t)(e - s) : strlen(s), i;
-
-			for (i = 0; i < sizeof(map_flags) / sizeof(map_flags[0]); i++)
-				if (strlen(map_flags[i].name) == n && !strncmp(map_flags[i].name, s, n))
-					break;
-			if (i == sizeof(map_flags) / sizeof(map_flags[0])) {
-				lua_pushlstring(L, s, n);
-				luaL_error(L, "set_flags map '%s': unknown flag '%s' (known: "
-					   "no_prealloc, no_common_lru, numa_node, rdonly, wronly, "
-					   "stack_build_id, zero_seed, rdonly_prog, wronly_prog, clone, "
-					   "mmapable, preserve_elems, inner_map)", m->name,
-					   lua_tostring(L, -1));
-			}
-			flags |= map_flags[i].flag;
-			s = e ? e + 1 : s + n;
-		}
+		flags = bh_map_flag_names(L, s, len, "set_flags", m->name);
 	}
 	if (bpf_map__set_map_flags(m->map, flags))
 		bh_fail(L, "set_flags", "map", m->name, errno, NULL, NULL);

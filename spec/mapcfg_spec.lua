@@ -33,7 +33,7 @@ describe("map settings before load", function()
         {m.set_max_entries, m, 1.5, "set_max_entries: max_entries must be an integer in [1, 4294967295], got 1.5"},
         {m.set_type, m, "hashy", "set_type map 'plain': unknown map type 'hashy' (e.g. \"hash\", \"lru_hash\", \"percpu_array\")"},
         {m.set_type, m, 9999, "set_type map 'plain': unknown map type 9999"},
-        {m.set_flags, m, "no_prealloc|fast", "set_flags map 'plain': unknown flag 'fast' (known: no_prealloc, no_common_lru, numa_node, rdonly, wronly, stack_build_id, zero_seed, rdonly_prog, wronly_prog, clone, mmapable, preserve_elems, inner_map)"},
+        {m.set_flags, m, "no_prealloc|fast", "set_flags map 'plain': unknown flag 'fast' (no_prealloc, no_common_lru, numa_node, rdonly, wronly, stack_build_id, zero_seed, rdonly_prog, wronly_prog, clone, mmapable, preserve_elems, inner_map)"},
         {m.set_pin_path, m, "relative/path", "set_pin_path map 'plain': 'relative/path' is not an absolute path on bpffs"},
         {m.set_max_entries, 42, 1, "bad argument #1 to '?' (bpfhost.map expected, got number (call it as m:set_max_entries(...)))"},
       }
