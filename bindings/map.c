@@ -390,21 +390,46 @@ static void into_check(lua_State *L, struct bh_map *m, const char *op, int raw)
 			   op, m->name, m->vtype->root->cname);
 }
 
-/*
- * The decoded value on top becomes the into table of the options at optidx:
- * each of its entries set there (through __newindex, as any assignment),
- * the rest of that table left as it is.
- */
-static void into_fill(lua_State *L, int optidx)
+/* Each entry of the table at src set in the table at dst (through __newindex, as any assignment). */
+static void into_copy(lua_State *L, int src, int dst)
 {
-	int v = lua_gettop(L);
-
-	lua_getfield(L, optidx, "into");
 	lua_pushnil(L);
-	while (lua_next(L, v)) {
+	while (lua_next(L, src)) {
 		lua_pushvalue(L, -2);
 		lua_insert(L, -2);
-		lua_settable(L, v + 1);
+		lua_settable(L, dst);
+	}
+}
+
+/*
+ * The decoded value on top becomes the into table of the options at optidx:
+ * each of its entries set there, the rest of that table left as it is. A
+ * per-CPU value's struct elements go into the tables already at t[i], when
+ * there are, so that polling per-CPU stats makes no table either.
+ */
+static void into_fill(lua_State *L, struct bh_map *m, int optidx)
+{
+	int v = lua_gettop(L), i;
+	enum bh_kind k = m->vtype->root->kind;
+
+	lua_getfield(L, optidx, "into");
+	if (!m->ncpus || (k != BH_K_STRUCT && k != BH_K_UNION)) {
+		into_copy(L, v, v + 1);
+	} else {
+		for (i = 1; i <= m->ncpus; i++) {
+			lua_rawgeti(L, v, i);   /* v + 2: CPU i's value */
+			lua_pushinteger(L, i);
+			lua_gettable(L, v + 1); /* v + 3: t[i] */
+			if (lua_istable(L, -1)) {
+				into_copy(L, v + 2, v + 3);
+				lua_pop(L, 2);
+			} else {
+				lua_pop(L, 1);
+				lua_pushinteger(L, i);
+				lua_insert(L, -2);
+				lua_settable(L, v + 1);
+			}
+		}
 	}
 	lua_replace(L, v);
 }
@@ -1024,7 +1049,7 @@ static int map_lookup(lua_State *L)
 	}
 	map_dec_value(L, m, m->vbuf, raw);
 	if (unlikely(into))
-		into_fill(L, 3);
+		into_fill(L, m, 3);
 	return 1;
 }
 
@@ -1103,7 +1128,7 @@ static int map_lookup_and_delete(lua_State *L)
 	}
 	map_dec_value(L, m, m->vbuf, raw);
 	if (into)
-		into_fill(L, 3);
+		into_fill(L, m, 3);
 	return 1;
 }
 

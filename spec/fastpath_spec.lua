@@ -376,7 +376,8 @@ describe("fast path", function()
           check(case, "update's bytes", s1, s2, k, v)
           check(case, "lookup", outcome(m.lookup, m, k), outcome(m.lookup, m, k, {}), k, v)
           -- into: the fast path (only into) beside C (a flag sends it there)
-          local t1, t2 = {extra = 1}, {extra = 1}
+          -- (a table at [1]: a per-CPU struct's first CPU goes into it)
+          local t1, t2 = {extra = 1, {old = 1}}, {extra = 1, {old = 1}}
           local i1 = outcome(m.lookup, m, k, {into = t1})
           local i2 = outcome(m.lookup, m, k, {into = t2, flags = "any"})
           if i1[1] and i1[2] ~= nil then

@@ -186,6 +186,25 @@ describe("map", function()
       local a = {}
       for _ = 1, 300 do assert.equal(a, pc:lookup(1, {into = a})) end
       assert.same(pc:lookup(1), a)
+      -- per-CPU structs: into the tables already at t[i], new ones elsewhere
+      local bo = bpf.load(h.obj("bench_codec"))
+      local ps = bo:get_map("pc_cpu")
+      assert.is_true(ps:update(3, {packets = 4, drops = 2}))
+      local first = {note = "kept"}
+      local pt = {first}
+      for _ = 1, 300 do assert.equal(pt, ps:lookup(3, {into = pt})) end
+      assert.equal(first, pt[1])
+      assert.same({packets = 4, bytes = 0, drops = 2, errors = 0, note = "kept"}, first)
+      for i = 2, #pt do assert.same({packets = 4, bytes = 0, drops = 2, errors = 0}, pt[i]) end
+      local kept = {}
+      for i = 1, #pt do kept[i] = pt[i] end
+      assert.is_true(ps:update(3, {packets = 5}))
+      ps:lookup(3, {into = pt})
+      for i = 1, #pt do
+        assert.equal(kept[i], pt[i])
+        assert.equal(5, pt[i].packets)
+      end
+      bo:close()
       -- lookup_and_delete too
       local d = {}
       assert.equal(d, ns:lookup_and_delete("eth0", {into = d}))

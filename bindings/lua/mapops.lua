@@ -221,12 +221,22 @@ local function build(h, K, V)
     local vbuf = ffi.new("uint8_t[?]", total + vc.alloc)
     local ct, mct = vc.ct, vc.mct
     st.vbuf = vbuf
-    local function fill_cpus(t)
+    st.get = function()
+      local t = tnew(ncpus, 0)
       for i = 0, ncpus - 1 do t[i + 1] = dec(cast(ct, vbuf + i * stride)) end
       return t
     end
-    st.get = function() return fill_cpus(tnew(ncpus, 0)) end
-    st.into = fill_cpus
+    -- into: a struct CPU's fields go into the table already at t[i], if any
+    -- (map.c's into_fill), so that polling per-CPU stats makes no table
+    local into = vc.into
+    st.into = function(t)
+      for i = 0, ncpus - 1 do
+        local p = cast(ct, vbuf + i * stride)
+        local ti = t[i + 1]
+        if into and type(ti) == "table" then into(p, ti) else t[i + 1] = dec(p) end
+      end
+      return t
+    end
     -- as bh_encode_percpu: one value for every CPU, or an array of one per
     -- CPU, told apart by the value's shape (codec.c's looks_like); here only
     -- for the kinds whose shapes tell it simply
