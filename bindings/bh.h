@@ -243,6 +243,7 @@ BH_LOCAL struct bh_type *bh_type_from_spec(lua_State *L, const struct btf *btf, 
 					   const char *fn);
 BH_LOCAL const struct btf *bh_vmlinux_btf(lua_State *L, const char *op);
 BH_LOCAL struct btf **bh_btf_hold(lua_State *L, struct btf *btf);
+BH_LOCAL int bh_type_to_btf(struct btf *btf, const struct bh_type *t);
 BH_LOCAL void bh_encode(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst);
 BH_LOCAL void bh_decode(struct bh_cctx *c, const struct bh_plan *p, const void *src);
 BH_LOCAL void bh_encode_percpu(struct bh_cctx *c, const struct bh_plan *p, int idx, void *dst,

@@ -1316,8 +1316,9 @@ static i128 get_int(struct bh_cctx *c, const struct bh_plan *p, int idx)
 		if (lua_isinteger(L, idx)) {
 			lua_Integer i = lua_tointeger(L, idx);
 
-			/* 5.4: a u64 beyond 2^63 arrives as a negative integer */
-			if (i < 0 && p->kind == BH_K_INT && p->size == 8 && !p->is_signed)
+			/* 5.4: a u64 (or 64-bit unsigned enum) beyond 2^63 arrives as a negative integer */
+			if (i < 0 && (p->kind == BH_K_INT || p->kind == BH_K_ENUM) && p->size == 8 &&
+			    !p->is_signed)
 				return (i128)(uint64_t)i;
 			return i;
 		}
@@ -2882,6 +2883,235 @@ static int type_codegen(lua_State *L)
 	}
 	lua_pushstring(L, kinds[p->kind]);
 	return 5;
+}
+
+/* ------------------------------------------------------------------------ */
+/* -- BTF from a plan (map_create) ----------------------------------------- */
+
+/*
+ * A map made by bpf.map_create with Types gets BTF in the kernel, so that
+ * every other reader (bpf.map_by_id in another process, bpftool map dump,
+ * the REPL) sees it typed too. The BTF is written from the plan: ints (with
+ * the Type's name as a typedef when it is one: u32, __u64), _Bool, enums,
+ * floats, char[N], unsigned char[N], arrays, structs and unions with their
+ * bitfields. What a plan cannot say faithfully gives -1, and the map is made
+ * without BTF (as before): raw bytes and structs holding anonymous unions (the plan flattens them; the union
+ * would be lost, and with it encode's one-member rule for other readers).
+ */
+struct btfgen {
+	struct btf *btf;
+	int depth;
+	int u32_id; /* the index type of arrays */
+};
+
+static int btfgen_type(struct btfgen *g, const struct bh_plan *p);
+static int btfgen_int(struct btfgen *g, const struct bh_plan *p);
+
+/* The INT named name (one of each), added when not there yet. */
+static int btfgen_named_int(struct btfgen *g, const char *name, uint32_t size, int enc)
+{
+	int id = btf__find_by_name_kind(g->btf, name, BTF_KIND_INT);
+
+	return id > 0 ? id : btf__add_int(g->btf, name, size, enc);
+}
+
+/*
+ * Type id named as p when p's name is another (a typedef: u32, bool,
+ * __u64), and not base, what id is called anyway.
+ */
+static int btfgen_typedef(struct btfgen *g, int id, const struct bh_plan *p, const char *base)
+{
+	int td;
+
+	if (id <= 0 || !p->cname || !is_ident(p->cname) || !strcmp(p->cname, base))
+		return id;
+	td = btf__find_by_name_kind(g->btf, p->cname, BTF_KIND_TYPEDEF);
+	return td > 0 ? td : btf__add_typedef(g->btf, p->cname, id);
+}
+
+/* INT of p's size and sign, named as C does ("unsigned int"), or a typedef of it named as p. */
+static int btfgen_int(struct btfgen *g, const struct bh_plan *p)
+{
+	static const char *const names[2][4] = {
+		{ "unsigned char", "unsigned short", "unsigned int", "long long unsigned int" },
+		{ "signed char", "short", "int", "long long int" },
+	};
+	int k = p->size == 1 ? 0 : p->size == 2 ? 1 : p->size == 4 ? 2 : p->size == 8 ? 3 : -1;
+	int id;
+
+	if (k < 0)
+		return -1;
+	id = btfgen_named_int(g, names[!!p->is_signed][k], p->size,
+			      p->is_signed ? BTF_INT_SIGNED : 0);
+	return btfgen_typedef(g, id, p, "int");
+}
+
+/* "struct stats" -> "stats"; NULL (anonymous) for anything that is not a name. */
+static const char *btfgen_tag(const char *cname, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	if (cname && !strncmp(cname, kw, n) && cname[n] == ' ' && is_ident(cname + n + 1))
+		return cname + n + 1;
+	return NULL;
+}
+
+static int btfgen_composite(struct btfgen *g, const struct bh_plan *p)
+{
+	int is_union = p->kind == BH_K_UNION, id;
+	uint32_t i, last = 0;
+	int *ids;
+
+	if (p->count > 4096)
+		return -1;
+	ids = calloc(p->count ? p->count : 1, sizeof(*ids));
+	if (!ids)
+		return -1;
+	/* the members' types first: a struct's fields must follow it directly */
+	for (i = 0; i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+		uint32_t bits = f->off * 8 + f->bit_off;
+
+		/* only the union itself (root) or none: no flattened anonymous unions */
+		if (f->group != (is_union ? 1 : 0) || (is_union && f->member != (int)i + 1) ||
+		    (is_union && bits) || (!is_union && bits < last) || !f->name || !*f->name) {
+			free(ids);
+			return -1;
+		}
+		last = bits;
+		ids[i] = btfgen_type(g, f->plan);
+		if (ids[i] < 0) {
+			free(ids);
+			return -1;
+		}
+	}
+	id = is_union ? btf__add_union(g->btf, btfgen_tag(p->cname, "union"), p->size)
+		      : btf__add_struct(g->btf, btfgen_tag(p->cname, "struct"), p->size);
+	for (i = 0; id > 0 && i < p->count; i++) {
+		const struct bh_field *f = &p->fields[i];
+
+		if (btf__add_field(g->btf, f->name, ids[i], f->off * 8 + f->bit_off, f->bit_size))
+			id = -1;
+	}
+	free(ids);
+	return id;
+}
+
+static int btfgen_enum(struct btfgen *g, const struct bh_plan *p)
+{
+	const char *name = btfgen_tag(p->cname, "enum");
+	uint32_t i;
+	int id;
+
+	if (p->flags & BH_PLAN_ENUM_CUT) {
+		/* its names are unusable (the codec takes numbers only): an int */
+		struct bh_plan num = { .kind = BH_K_INT, .size = p->size, .is_signed = p->is_signed };
+
+		return btfgen_int(g, &num);
+	}
+	if (p->size == 8) {
+		id = btf__add_enum64(g->btf, name, 8, p->is_signed);
+		for (i = 0; id > 0 && i < p->count; i++)
+			if (btf__add_enum64_value(g->btf, p->enums[i].name, (uint64_t)p->enums[i].val))
+				id = -1;
+		return id;
+	}
+	id = btf__add_enum(g->btf, name, p->size);
+	for (i = 0; id > 0 && i < p->count; i++)
+		if (btf__add_enum_value(g->btf, p->enums[i].name, p->enums[i].val))
+			id = -1;
+	/* kflag: a signed enum (the kernel reads it since 6.0) */
+	if (id > 0 && p->is_signed) {
+		struct btf_type *t = (struct btf_type *)btf__type_by_id(g->btf, (uint32_t)id);
+
+		t->info |= 1u << 31;
+	}
+	return id;
+}
+
+/* char[n] or unsigned char[n], the element named as in p's name ("__u8[6]"). */
+static int btfgen_bytes(struct btfgen *g, const struct bh_plan *p, uint32_t n, int chars)
+{
+	struct bh_plan elem = { .kind = BH_K_INT };
+	char name[104];
+	int eid = chars ? btfgen_named_int(g, "char", 1, BTF_INT_SIGNED)
+			: btfgen_named_int(g, "unsigned char", 1, 0);
+	const char *br = p->cname ? strchr(p->cname, '[') : NULL;
+
+	if (br && (size_t)(br - p->cname) < sizeof(name)) {
+		memcpy(name, p->cname, (size_t)(br - p->cname));
+		name[br - p->cname] = '\0';
+		elem.cname = name;
+		eid = btfgen_typedef(g, eid, &elem, chars ? "char" : "unsigned char");
+	}
+	if (eid < 0)
+		return -1;
+	return btf__add_array(g->btf, g->u32_id, eid, n);
+}
+
+static int btfgen_type(struct btfgen *g, const struct bh_plan *p)
+{
+	int id = -1;
+
+	if (++g->depth > 32) {
+		g->depth--;
+		return -1;
+	}
+	switch (p->kind) {
+	case BH_K_RAW:
+		break;
+	case BH_K_INT:
+		id = btfgen_int(g, p);
+		break;
+	case BH_K_BOOL:
+		id = p->size == 1 ? btfgen_named_int(g, "_Bool", 1, BTF_INT_BOOL) : -1;
+		id = btfgen_typedef(g, id, p, "_Bool");
+		break;
+	case BH_K_ENUM:
+		id = btfgen_enum(g, p);
+		break;
+	case BH_K_FLOAT:
+		id = btf__add_float(g->btf, p->size == 4 ? "float" : "double", p->size);
+		id = btfgen_typedef(g, id, p, p->size == 4 ? "float" : "double");
+		break;
+	case BH_K_CHARS:
+		id = btfgen_bytes(g, p, p->count, 1);
+		break;
+	case BH_K_BYTES:
+		id = btfgen_bytes(g, p, p->count ? p->count : p->size, 0);
+		break;
+	case BH_K_ARRAY: {
+		int eid = btfgen_type(g, p->elem);
+
+		id = eid < 0 ? -1 : btf__add_array(g->btf, g->u32_id, eid, p->count);
+		break;
+	}
+	case BH_K_STRUCT:
+	case BH_K_UNION:
+		id = btfgen_composite(g, p);
+		break;
+	}
+	g->depth--;
+	return id < 0 ? -1 : id;
+}
+
+/*
+ * Add the type of t to btf: its id, or -1 when its plan has no faithful BTF
+ * (see above) or libbpf refused. btf is new (btf__new_empty) or was made
+ * by earlier calls.
+ */
+int bh_type_to_btf(struct btf *btf, const struct bh_type *t)
+{
+	struct btfgen g = { .btf = btf };
+	int id;
+
+	g.u32_id = btfgen_named_int(&g, "unsigned int", 4, 0);
+	if (g.u32_id <= 0)
+		return -1;
+	id = btfgen_type(&g, t->root);
+	if (id > 0 && btf__resolve_size(btf, (uint32_t)id) != (long long)t->root->size)
+		return -1;
+	return id;
 }
 
 /* ------------------------------------------------------------------------ */

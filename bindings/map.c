@@ -2527,11 +2527,19 @@ void bh_map_push(lua_State *L, int objidx, struct bpf_map *map)
 		map_refresh_props(L, lua_gettop(L), m);
 }
 
+static void map_push_fd(lua_State *L, int fd, int owns, const char *op, int kernel_btf);
+
 /*
  * Push a handle for the map behind fd (owned when owns), typed by the BTF the
  * kernel holds for it, or raw bytes when it has none.
  */
 void bh_map_push_fd(lua_State *L, int fd, int owns, const char *op)
+{
+	map_push_fd(L, fd, owns, op, 1);
+}
+
+/* The same, raw bytes unless kernel_btf (map_create types the handle itself). */
+static void map_push_fd(lua_State *L, int fd, int owns, const char *op, int kernel_btf)
 {
 	struct bpf_map_info info;
 	uint32_t len = sizeof(info);
@@ -2558,7 +2566,7 @@ void bh_map_push_fd(lua_State *L, int fd, int owns, const char *op)
 	m->max_entries = info.max_entries;
 	m->map_flags = info.map_flags;
 	snprintf(m->name, sizeof(m->name), "%s", info.name[0] ? info.name : "(no name)");
-	if (info.btf_id && (info.btf_key_type_id || info.btf_value_type_id)) {
+	if (kernel_btf && info.btf_id && (info.btf_key_type_id || info.btf_value_type_id)) {
 		struct btf *btf = btf__load_from_kernel_by_id(info.btf_id);
 
 		if (btf)
@@ -2730,6 +2738,43 @@ static const char *const create_opts[] = { "type", "key", "value", "max_entries"
  * inner_map =, map_extra =, numa_node =}: a map outside any object, closed
  * with its handle.
  */
+/*
+ * The map with BTF written from its Types (slots 3 and 4: bh_type_to_btf),
+ * so that other readers see it typed: its fd, or -1 when the Types have no
+ * faithful BTF or the kernel takes the map only without it (then it is made
+ * as before, typed for this handle only). Needs both sides typed (arrays:
+ * the value).
+ */
+static int create_typed(lua_State *L, int type, const char *name, uint32_t ksize, uint32_t vsize,
+			uint32_t max_entries, struct bpf_map_create_opts *o, int ktyped, int vtyped)
+{
+	struct btf *btf;
+	int kid, vid, fd = -1;
+
+	int array = type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+
+	/* maps without keys (queue, stack, bloom_filter) take no BTF */
+	if (!vtyped || !(ktyped || array) || !ksize || o->inner_map_fd)
+		return -1;
+	btf = btf__new_empty();
+	if (!btf)
+		return -1;
+	vid = bh_type_to_btf(btf, bh_type_check(L, 4));
+	if (ktyped)
+		kid = bh_type_to_btf(btf, bh_type_check(L, 3));
+	else /* an array's u32 index, which it took without being told */
+		kid = btf__add_int(btf, "unsigned int", 4, 0);
+	if (vid > 0 && kid > 0 && !btf__load_into_kernel(btf)) {
+		o->btf_fd = (uint32_t)btf__fd(btf);
+		o->btf_key_type_id = (uint32_t)kid;
+		o->btf_value_type_id = (uint32_t)vid;
+		fd = bpf_map_create((enum bpf_map_type)type, name, ksize, vsize, max_entries, o);
+		o->btf_fd = o->btf_key_type_id = o->btf_value_type_id = 0;
+	}
+	btf__free(btf); /* the map holds the kernel's BTF object */
+	return fd;
+}
+
 static int l_map_create(lua_State *L)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, o);
@@ -2852,13 +2897,16 @@ static int l_map_create(lua_State *L)
 	if (type != BPF_MAP_TYPE_RINGBUF && type != BPF_MAP_TYPE_USER_RINGBUF && !vsize)
 		luaL_error(L, "map_create: value is required (a size, a type name or a Type)");
 
-	fd = bpf_map_create((enum bpf_map_type)type, name, ksize, vsize, max_entries, &o);
+	fd = create_typed(L, type, name, ksize, vsize, max_entries, &o, ktyped, vtyped);
+	if (fd < 0)
+		fd = bpf_map_create((enum bpf_map_type)type, name, ksize, vsize, max_entries, &o);
 	if (fd < 0)
 		bh_fail(L, "map_create", "map", name ? name : tname, errno,
 			errno == EINVAL ? "check the sizes and flags against this map type's rules"
 					: NULL,
 			NULL);
-	bh_map_push_fd(L, fd, 1, "map_create");
+	/* typed below by the Types given, which the map's BTF was written from */
+	map_push_fd(L, fd, 1, "map_create", 0);
 	idx = lua_gettop(L);
 	m = map_toud(L, idx);
 	if (ktyped) {

@@ -110,6 +110,15 @@ describe("lua 5.4", function()
       assert.equal(#rows + 2, seen)
     end)
 
+    it("a 64-bit unsigned enum beyond 2^63 reads as a negative integer and is taken back so", function()
+      local T = o:type("enum wide")
+      assert.equal(8, T.size)
+      local bytes = string.pack("<I8", -1 << 4)
+      local v = T:decode(bytes)
+      assert.equal(-16, v)
+      assert.equal(bytes, T:encode(v))
+    end)
+
     it("a struct of every scalar kind has the bytes string.pack lays out", function()
       local m, T = o:get_map("scalars"), o:type("struct scalars")
       local v = {i8 = -128, u8v = 255, i16 = -32768, u16v = 65535, i32 = -2147483648, u32v = 4294967295,

@@ -36,7 +36,7 @@ describe("maps from outside an object", function()
       collectgarbage(); collectgarbage()
       local again = bpf.open_pinned(dir .. "/kept")
       assert.equal(id, again.id)
-      assert.equal("\5\0\0\0\0\0\0\0", again:lookup(1))
+      assert.equal(5, again:lookup(1)) -- typed: map_create gave it BTF
       assert.is_true(again:unpin(dir .. "/kept"))
       again:close()
       collectgarbage(); collectgarbage()
@@ -60,6 +60,101 @@ describe("maps from outside an object", function()
   end)
 
   context("#root kernel", function()
+    -- Equal as decoded values: NaNs equal, cdata by value, tables key by key.
+    local function same(a, b)
+      if type(a) ~= type(b) then return false end
+      if type(a) == "number" then return a == b or (a ~= a and b ~= b) end
+      if type(a) == "cdata" then return tostring(a) == tostring(b) end
+      if type(a) ~= "table" then return a == b end
+      for k, x in pairs(a) do if not same(x, b[k]) then return false end end
+      for k in pairs(b) do if a[k] == nil then return false end end
+      return true
+    end
+
+    it("map_create with Types gives the map BTF: another reader sees it typed, and decodes alike", function()
+      local o = bpf.load(h.obj("test_codec"))
+      local seen, typed, untyped = {}, {}, {}
+      local types = {}
+      for _, name in ipairs{"ints8", "ints64", "enums", "wides", "bools", "floats", "names",
+        "scalars", "flows", "shapes", "unions", "variants", "paddeds", "grids", "pc_grid"} do
+        local d = o:get_map(name)
+        for _, T in ipairs{d:key_type(), d:value_type()} do
+          if not seen[T.name] then seen[T.name] = true types[#types + 1] = T end
+        end
+      end
+      for _, n in ipairs{"struct iphdr", "struct tcphdr", "struct in6_addr", "struct bpf_map_info",
+        "struct __sk_buff", "union bpf_attr"} do
+        types[#types + 1] = bpf.kernel_type(n)
+      end
+      local R = 12345
+      local function rnd()
+        R = (R * 1103515245 + 12345) % 2147483648
+        return math.floor(R / 65536) % 256
+      end
+      for _, T in ipairs(types) do
+        local m = bpf.map_create{type = "hash", key = "u32", value = T, max_entries = 32, name = "mc_btf"}
+        local m2 = bpf.map_by_id(m.id)
+        local V2 = m2:value_type()
+        assert.equal(T.size, V2.size)
+        if V2.name == T.size .. " bytes" then
+          untyped[#untyped + 1] = T.name
+        else
+          typed[#typed + 1] = T.name
+          -- (a 64-bit enum that clang 14 cut to 32 bits goes as the integer it decodes to)
+          if T.name ~= "enum wide" then assert.equal(T.name, V2.name) end
+          assert.equal("u32", m2:key_type().name)
+          -- the same bytes decode to the same value through either Type
+          for k = 1, 20 do
+            local b = {}
+            for i = 1, T.size do b[i] = string.char(rnd()) end
+            local v = T:decode(table.concat(b))
+            m:update(k, v)
+            local a, c = m:lookup(k), m2:lookup(k)
+            if not same(a, c) then
+              local fmt = require("bpfhost.pp").format
+              error(("%s: key %d: creator %s, reader %s"):format(T.name, k, fmt(a), fmt(c)))
+            end
+          end
+        end
+        m:close()
+        m2:close()
+      end
+      o:close()
+      -- plain shapes are typed; structs with anonymous unions are left to raw bytes
+      for _, want in ipairs{"struct tcphdr", "struct in6_addr", "struct bpf_map_info", "struct flow_key",
+        "union val", "enum color", "s32[2][3]", "char[16]", "u8[6]", "bool", "double"} do
+        local found = false
+        for _, n in ipairs(typed) do if n == want then found = true end end
+        assert(found, want .. " should be typed; typed: " .. table.concat(typed, ", "))
+      end
+      assert(#typed >= 12, "typed: " .. table.concat(typed, ", "))
+      if os.getenv("BPFHOST_SHOW") then print("typed: " .. table.concat(typed, ", "), "untyped: " .. table.concat(untyped, ", ")) end
+      for _, n in ipairs(untyped) do
+        -- anonymous unions, which the plan flattens
+        assert(n:match("^struct") or n:match("^union"), n)
+      end
+    end)
+
+    it("a map created with Types is typed for bpftool and for another bpfhost process", function()
+      local T = bpf.open(h.obj("test_maps")):type("struct stats")
+      local m = bpf.map_create{type = "hash", key = "u32", value = T, max_entries = 4, name = "mc_typed"}
+      local a = bpf.map_create{type = "array", value = "char[16]", max_entries = 2, name = "mc_tarr"}
+      finally(function() m:close() a:close() end)
+      m:update(7, {packets = 3, bytes = 4, flags = 1, comm = "bash"})
+      a:update(1, "hello")
+      local dump = h.sh("bpftool -j map dump id " .. m.id)
+      assert.matches('"formatted"', dump)
+      assert.matches('"comm":"bash"', dump)
+      assert.matches('"packets":3', dump)
+      assert.matches('"hello"', h.sh("bpftool -j map dump id " .. a.id))
+      local out, status = host(([[
+        local m = bpf.map_by_id(%d)
+        local v = m:lookup(7)
+        print(m:value_type().name, v.comm, v.packets, bpf.map_by_id(%d):lookup(1))]]):format(m.id, a.id))
+      assert.equal(0, status)
+      assert.equal("struct stats\tbash\t3\thello\n", out)
+    end)
+
     it("map_create makes every type; key/value by size, scalar name or Type", function()
       local T = bpf.open(h.obj("test_maps")):type("struct stats")
       local inner = bpf.map_create{type = "array", key = "u32", value = "u64", max_entries = 2}
@@ -350,10 +445,10 @@ describe("maps from outside an object", function()
       assert.equal(777, p:lookup(7)) -- typed by the object's BTF, held by the kernel
       local made = bpf.open_pinned(dir .. "/made")
       assert.equal("killed", made.name)
-      assert.equal("\11\0\0\0\0\0\0\0", made:lookup(1))
-      made:update(2, "\22\0\0\0\0\0\0\0")
+      assert.equal(11, made:lookup(1)) -- typed: map_create gave it BTF
+      made:update(2, 22)
       -- and the next process reads what we wrote
-      local rout, rcode = host(("local m = bpf.open_pinned(%q) m:set_types{key = 'u32', value = 'u64'} print(m:lookup(1), m:lookup(2))")
+      local rout, rcode = host(("local m = bpf.open_pinned(%q) print(m:lookup(1), m:lookup(2))")
         :format(dir .. "/made"))
       assert.equal(0, rcode, rout)
       assert.equal("11\t22\n", rout)

@@ -12,6 +12,8 @@
 --                bpf_map_lookup_and_delete_batch loops, per element; <= 1.25x
 --   mmap         v[i] (and v:ptr() through ffi.cast) vs a syscall lookup of
 --                the same element; >= 50x faster
+--   map_create   with Types (BTF written and loaded for the map) and with
+--                sizes, vs bpf_map_create via FFI, a create and a close each
 --   memory       iterating or draining a 1M-entry map, in a fresh bpfhost
 --                process: growth of peak RSS (VmHWM) < 16 MB
 --
@@ -160,6 +162,39 @@ local function single_setup()
   ctx.kb, ctx.vb = u32a(1), u64a(1)
   return ctx
 end
+
+-- map_create with Types writes BTF for the map and loads it (one more
+-- syscall, and the kernel checks it): what that costs beside the same map
+-- made from sizes, and beside libbpf's bpf_map_create through the FFI.
+pcall(ffi.cdef, [[
+int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size,
+                   uint32_t max_entries, const void *opts);
+int close(int fd);
+]])
+cases[#cases + 1] = {
+  name = "map_create + close (hash u32 -> 40-byte struct, 64 entries)",
+  n = 50,
+  setup = function()
+    local o = bpf.open(os.getenv("BPFHOST_BUILD") and os.getenv("BPFHOST_BUILD") .. "/bpf/test_maps.bpf.o"
+      or "build/bpf/test_maps.bpf.o")
+    return {o = o, T = o:type("struct stats")}
+  end,
+  teardown = function(ctx) ctx.o:close() end,
+  baseline = {"FFI", function(ctx, n)
+    for _ = 1, n do C.close(lib.bpf_map_create(1, "bench_mc", 4, 40, 64, nil)) end
+  end},
+  run = {"typed", function(ctx, n)
+    local T = ctx.T
+    for _ = 1, n do
+      bpf.map_create{type = "hash", key = "u32", value = T, max_entries = 64, name = "bench_mc"}:close()
+    end
+  end},
+  also = {{"sizes", function(ctx, n)
+    for _ = 1, n do
+      bpf.map_create{type = "hash", key = 4, value = 40, max_entries = 64, name = "bench_mc"}:close()
+    end
+  end}},
+}
 
 cases[#cases + 1] = {
   name = "lookup (hash u32 -> u64, one syscall)",
