@@ -135,8 +135,10 @@ struct bh_map {
 #define BH_MS_BLOOM    0x80
 
 struct bh_prog {
-	struct bpf_program *prog;  /* borrowed from the parent object */
-	struct bh_object *parent;
+	struct bpf_program *prog;  /* borrowed from the parent object; NULL when pinned */
+	struct bh_object *parent;  /* NULL: opened from a pin (bpf.open_pinned) */
+	int fd;                    /* pinned: its own fd, -1 once closed; else -1 */
+	uint32_t type;             /* pinned: enum bpf_prog_type */
 	char name[64];
 };
 
@@ -354,7 +356,8 @@ BH_LOCAL void bh_mmap_init(lua_State *L);
  * A program handle for a program fd that belongs to no object (pinned, by
  * id); owns fd. Weak: prog.c provides it.
  */
-BH_LOCAL void bh_prog_push_fd(lua_State *L, int fd, const char *name) __attribute__((weak));
+BH_LOCAL void bh_prog_push_fd(lua_State *L, int fd, const char *path);
+BH_LOCAL int bh_prog_fd(const struct bh_prog *p);
 
 /* -- Mounts and signals -------------------------------------------------- */
 

@@ -485,11 +485,13 @@ static int link_update_prog(lua_State *L)
 	struct bh_prog *p = bh_prog_check(L, 2);
 	int pfd = -1;
 
-	if (!p->parent->loaded || (pfd = bpf_program__fd(p->prog)) < 0)
+	if ((p->parent && !p->parent->loaded) || (pfd = bh_prog_fd(p)) < 0)
 		luaL_error(L, "update_prog link '%s': program '%s' is not loaded", l->name,
 			   p->name);
-	if (l->impl == BH_LINK_LIBBPF ? bpf_link__update_program(l->link, p->prog) :
-					bpf_link_update(l->fd, pfd, NULL)) {
+	/* a program opened from a pin has no bpf_program: the link's fd takes it */
+	if (l->impl == BH_LINK_LIBBPF ? (p->prog ? bpf_link__update_program(l->link, p->prog)
+						 : bpf_link_update(bpf_link__fd(l->link), pfd, NULL))
+				      : bpf_link_update(l->fd, pfd, NULL)) {
 		int err = errno;
 
 		bh_fail_msg(L, "update_prog", "link", l->name, err,

@@ -860,7 +860,7 @@ static void enc_fd_value(lua_State *L, struct bh_map *m, const char *op, int idx
 		fd = (uint32_t)inner->fd;
 	} else if ((m->special & BH_MS_FDPROG) && bh_testud(L, idx, BH_PROG_MT)) {
 		struct bh_prog *p = bh_prog_check(L, idx);
-		int pfd = p->prog ? bpf_program__fd(p->prog) : -1;
+		int pfd = bh_prog_fd(p);
 
 		if (pfd < 0)
 			luaL_error(L, "%s map '%s': value: program '%s' is not loaded", op, m->name,

@@ -674,8 +674,8 @@ static void replay(lua_State *L, int idx, struct bpf_object *from, struct bpf_ob
 
 		lua_rawgeti(L, -1, 2);
 		t = bh_testud(L, -1, BH_PROG_MT);
-		if (t && t->prog && t->parent && t->parent->obj && t->parent->loaded)
-			tfd = bpf_program__fd(t->prog);
+		if (t && (!t->parent || (t->parent->obj && t->parent->loaded)) && bh_prog_fd(t) >= 0)
+			tfd = bh_prog_fd(t);
 		lua_pop(L, 1);
 		lua_rawgeti(L, -1, 1);
 		if (p)

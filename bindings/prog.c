@@ -23,13 +23,56 @@ static struct bh_prog *prog_checkraw(lua_State *L, int idx)
 	return bh_checkud(L, idx, BH_PROG_MT);
 }
 
+/*
+ * A program from bpf.open_pinned has no object (prog and parent NULL) and
+ * its own fd (-1 once closed): it attaches where the kernel takes a program
+ * fd (xdp, tc, cgroup, raw tracepoints) and runs test_run; what needs
+ * libbpf's view of a program from its object says so (need_object).
+ */
+static int is_pinned(const struct bh_prog *p)
+{
+	return !p->parent;
+}
+
+/* The program's fd (< 0 when not loaded). */
+static int prog_fd(const struct bh_prog *p)
+{
+	return is_pinned(p) ? p->fd : bpf_program__fd(p->prog);
+}
+
+int bh_prog_fd(const struct bh_prog *p)
+{
+	if (is_pinned(p))
+		return p->fd;
+	return p->prog && p->parent->obj ? bpf_program__fd(p->prog) : -1;
+}
+
+static enum bpf_prog_type prog_type(const struct bh_prog *p)
+{
+	return is_pinned(p) ? (enum bpf_prog_type)p->type : bpf_program__type(p->prog);
+}
+
 static struct bh_prog *prog_check_op(lua_State *L, int idx, const char *op)
 {
 	struct bh_prog *p = prog_checkraw(L, idx);
 
-	if (!p->prog || !p->parent || !p->parent->obj)
+	if (is_pinned(p)) {
+		if (p->fd < 0)
+			luaL_error(L, "%s program '%s': it is closed", op, p->name);
+		return p;
+	}
+	if (!p->prog || !p->parent->obj)
 		luaL_error(L, "%s program '%s': its object is closed", op, p->name);
 	return p;
+}
+
+/* For what only a program of an object can do (libbpf attaches through it). */
+static void need_object(lua_State *L, struct bh_prog *p, const char *op)
+{
+	if (is_pinned(p))
+		luaL_error(L, "%s program '%s': a program opened from a pin has no object to do "
+			      "that through (it takes attach_xdp, attach_tc, attach_cgroup with an "
+			      "attach type, attach_raw_tracepoint and test_run)", op, p->name);
 }
 
 struct bh_prog *bh_prog_check(lua_State *L, int idx)
@@ -40,6 +83,8 @@ struct bh_prog *bh_prog_check(lua_State *L, int idx)
 /* Arguments are checked first (so that their errors need no kernel), then this. */
 static void need_loaded(lua_State *L, struct bh_prog *p, const char *op)
 {
+	if (is_pinned(p))
+		return; /* loaded, or it could not be pinned */
 	if (!p->parent->loaded)
 		luaL_error(L, "%s program '%s': the object is not loaded yet (call obj:load() first)",
 			   op, p->name);
@@ -51,11 +96,16 @@ static struct bh_prog *prog_check_loaded(lua_State *L, int idx, const char *op)
 {
 	struct bh_prog *p = prog_check_op(L, idx, op);
 
-	if (!p->parent->loaded)
-		luaL_error(L, "%s program '%s': the object is not loaded yet (call obj:load() first)",
-			   op, p->name);
-	if (bpf_program__fd(p->prog) < 0)
-		luaL_error(L, "%s program '%s': it was not loaded (autoload is off)", op, p->name);
+	need_loaded(L, p, op);
+	return p;
+}
+
+/* prog_check_op, for a program of an object (need_object). */
+static struct bh_prog *prog_check_obj(lua_State *L, int idx, const char *op)
+{
+	struct bh_prog *p = prog_check_op(L, idx, op);
+
+	need_object(L, p, op);
 	return p;
 }
 
@@ -63,6 +113,9 @@ static struct bh_prog *prog_check_unloaded(lua_State *L, int idx, const char *op
 {
 	struct bh_prog *p = prog_check_op(L, idx, op);
 
+	if (is_pinned(p))
+		luaL_error(L, "%s program '%s': a program opened from a pin is loaded already", op,
+			   p->name);
 	if (p->parent->loaded)
 		luaL_error(L, "%s program '%s': the object is already loaded (program settings "
 			   "apply before obj:load())", op, p->name);
@@ -78,6 +131,7 @@ void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog)
 	p = bh_newud(L, sizeof(*p));
 	memset(p, 0, sizeof(*p));
 	p->prog = prog;
+	p->fd = -1;
 	p->parent = lua_touserdata(L, objidx);
 	snprintf(p->name, sizeof(p->name), "%s", bpf_program__name(prog));
 	luaL_getmetatable(L, BH_PROG_MT);
@@ -338,7 +392,7 @@ static int prog_set_attach_target(lua_State *L)
 	if (!lua_isnoneornil(L, 3)) {
 		struct bh_prog *t = bh_prog_check(L, 3);
 
-		if (!t->parent->loaded || (tfd = bpf_program__fd(t->prog)) < 0)
+		if ((t->parent && !t->parent->loaded) || (tfd = bh_prog_fd(t)) < 0)
 			luaL_error(L, "set_attach_target program '%s': target program '%s' is not "
 				   "loaded", p->name, t->name);
 	}
@@ -376,7 +430,8 @@ static int iter_needs_map(const struct bpf_program *prog)
 /* Attach by SEC(); pushes the link, or nil when the SEC names no target. */
 static int prog_attach_common(lua_State *L, int auto_only)
 {
-	struct bh_prog *p = prog_check_loaded(L, 1, "attach");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach");
+	need_loaded(L, p, "attach");
 	char kb[24];
 	const char *kind = sec_kind(p->prog, kb, sizeof(kb));
 	struct bpf_link *link;
@@ -423,7 +478,8 @@ static int prog_attach(lua_State *L)
 
 static int prog_attach_tracepoint(lua_State *L)
 {
-	struct bh_prog *p = prog_check_loaded(L, 1, "attach_tracepoint");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_tracepoint");
+	need_loaded(L, p, "attach_tracepoint");
 	const char *cat = luaL_checkstring(L, 2);
 	const char *name = luaL_checkstring(L, 3);
 	struct bpf_link *link;
@@ -441,6 +497,15 @@ static int prog_attach_raw_tracepoint(lua_State *L)
 	const char *name = luaL_checkstring(L, 2);
 	struct bpf_link *link;
 
+	if (is_pinned(p)) {
+		struct bh_link t;
+
+		link_tmpl(&t, p, "raw_tp", BH_LINK_FD);
+		t.fd = bpf_raw_tracepoint_open(name, p->fd);
+		if (t.fd < 0)
+			attach_fail(L, p, "raw_tp", errno, NULL, NULL);
+		return adopt_link(L, &t, 0);
+	}
 	link = bpf_program__attach_raw_tracepoint(p->prog, name);
 	if (!link)
 		attach_fail(L, p, "raw_tp", errno, NULL, NULL);
@@ -450,7 +515,7 @@ static int prog_attach_raw_tracepoint(lua_State *L)
 /* p:attach_trace(): tp_btf, fentry, fexit, fmod_ret, freplace; the target was fixed at load. */
 static int prog_attach_trace(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_trace");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_trace");
 	char kb[24];
 	const char *kind = sec_kind(p->prog, kb, sizeof(kb));
 	enum bpf_prog_type t = bpf_program__type(p->prog);
@@ -468,7 +533,7 @@ static int prog_attach_trace(lua_State *L)
 
 static int prog_attach_lsm(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_lsm");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_lsm");
 	struct bpf_link *link;
 
 	if (bpf_program__type(p->prog) != BPF_PROG_TYPE_LSM)
@@ -487,7 +552,7 @@ static const char *const kprobe_opts[] = { "func", "offset", "retprobe", NULL };
 /* p:attach_kprobe{func =, offset =, retprobe =} */
 static int prog_attach_kprobe(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_kprobe");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_kprobe");
 	const char *func;
 	lua_Integer off;
 	int ret;
@@ -524,7 +589,7 @@ static const char *const uprobe_opts[] = { "binary", "func", "offset", "retprobe
 /* p:attach_uprobe{binary =, func = | offset =, retprobe =, pid =, cookie =} */
 static int prog_attach_uprobe(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_uprobe");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_uprobe");
 	const char *bin, *func;
 	lua_Integer off, pid, cookie;
 	int ret;
@@ -577,7 +642,7 @@ static const char *const usdt_opts[] = { "binary", "provider", "name", "pid", "c
 /* p:attach_usdt{binary =, provider =, name =, pid =, cookie =} */
 static int prog_attach_usdt(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_usdt");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_usdt");
 	const char *bin, *prov, *name;
 	lua_Integer pid, cookie;
 	struct bpf_link *link;
@@ -664,11 +729,11 @@ static int prog_attach_xdp(lua_State *L)
 		luaL_error(L, "attach_xdp: mode must be \"skb\", \"drv\" or \"hw\", got \"%s\"", mode);
 	bh_opt_check(L, 4, "attach_xdp", xdp_opts);
 	replace = opt_boolean(L, 4, "attach_xdp", "replace", 0);
-	if (bpf_program__type(p->prog) != BPF_PROG_TYPE_XDP)
+	if (prog_type(p) != BPF_PROG_TYPE_XDP)
 		luaL_error(L, "attach_xdp program '%s': a %s program is not an XDP program", p->name,
-			   libbpf_bpf_prog_type_str(bpf_program__type(p->prog)));
+			   libbpf_bpf_prog_type_str(prog_type(p)));
 	need_loaded(L, p, "attach_xdp");
-	pfd = bpf_program__fd(p->prog);
+	pfd = prog_fd(p);
 	ifindex = check_ifindex(L, 2, "attach_xdp", "the interface");
 	if_indextoname((unsigned)ifindex, ifname);
 	link_tmpl(&t, p, "xdp", replace ? BH_LINK_XDP : BH_LINK_FD);
@@ -726,7 +791,7 @@ static int prog_attach_tc(lua_State *L)
 	const char *dir;
 	lua_Integer prio, handle;
 	int ingress, replace, tcx, ifindex, created = 0, pfd;
-	enum bpf_prog_type pt = bpf_program__type(p->prog);
+	enum bpf_prog_type pt = prog_type(p);
 	struct bh_link t;
 
 	need_table(L, 2, "attach_tc");
@@ -756,7 +821,7 @@ static int prog_attach_tc(lua_State *L)
 		luaL_error(L, "attach_tc program '%s': a %s program is not a tc (sched_cls) "
 			   "program", p->name, libbpf_bpf_prog_type_str(pt));
 	need_loaded(L, p, "attach_tc");
-	pfd = bpf_program__fd(p->prog);
+	pfd = prog_fd(p);
 	ifindex = check_ifindex(L, lua_isnil(L, -2) ? -1 : -2, "attach_tc", "the interface");
 	lua_pop(L, 2);
 
@@ -837,6 +902,10 @@ static int prog_attach_cgroup(lua_State *L)
 				   "\"cgroup_inet_sock_create\")", tname);
 	}
 	need_loaded(L, p, "attach_cgroup");
+	if (type < 0 && is_pinned(p))
+		luaL_error(L, "attach_cgroup program '%s': give the attach type (a program opened "
+			      "from a pin does not say which it was loaded for), e.g. "
+			      "\"cgroup_inet_ingress\"", p->name);
 	cfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cfd < 0) {
 		err = errno;
@@ -855,7 +924,7 @@ static int prog_attach_cgroup(lua_State *L)
 		return push_link(L, p, link, "cgroup");
 	}
 	link_tmpl(&t, p, "cgroup", BH_LINK_FD);
-	t.fd = bpf_link_create(bpf_program__fd(p->prog), cfd, (enum bpf_attach_type)type, NULL);
+	t.fd = bpf_link_create(prog_fd(p), cfd, (enum bpf_attach_type)type, NULL);
 	err = errno;
 	close(cfd);
 	if (t.fd < 0)
@@ -874,7 +943,7 @@ static const char *const iter_opts[] = { "map", NULL };
 /* p:attach_iter([{map = m}]): an iterator link; link:read() runs it. */
 static int prog_attach_iter(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_iter");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_iter");
 	union bpf_iter_link_info li;
 	struct bpf_link *link;
 
@@ -945,7 +1014,7 @@ static const char *const perf_opts[] = { "event", "type", "config", "period", "f
  */
 static int prog_attach_perf_event(lua_State *L)
 {
-	struct bh_prog *p = prog_check_op(L, 1, "attach_perf_event");
+	struct bh_prog *p = prog_check_obj(L, 1, "attach_perf_event");
 	struct perf_event_attr attr;
 	const char *ev;
 	lua_Integer period, freq, cpu, pid;
@@ -1062,7 +1131,7 @@ static const char *const run_opts[] = { "data", "ctx", "repeat", "data_size_out"
 static void *encode_ctx(lua_State *L, struct bh_prog *p, size_t *len)
 {
 	int cidx = lua_gettop(L);
-	enum bpf_prog_type t = bpf_program__type(p->prog);
+	enum bpf_prog_type t = prog_type(p);
 	const char *tn = ctx_type_name(t);
 	struct bh_type *ty;
 	void *buf;
@@ -1152,7 +1221,7 @@ static int prog_test_run(lua_State *L)
 			    .ctx_size_out = ctx_out ? (uint32_t)clen : 0, .repeat = (int)rep,
 			    .flags = (uint32_t)flags, .cpu = cpu >= 0 ? (uint32_t)cpu : 0);
 
-		err = bpf_prog_test_run_opts(bpf_program__fd(p->prog), &o);
+		err = bpf_prog_test_run_opts(prog_fd(p), &o);
 		if (err) {
 			const char *reason = NULL, *hint = NULL;
 
@@ -1160,7 +1229,7 @@ static int prog_test_run(lua_State *L)
 			if (err == 524 || err == EOPNOTSUPP)
 				reason = lua_pushfstring(L, "%s programs cannot be test-run on this "
 							 "kernel", libbpf_bpf_prog_type_str(
-								 bpf_program__type(p->prog)));
+								 prog_type(p)));
 			else if (err == ENOSPC && data && o.data_size_out > (uint32_t)dsz)
 				reason = lua_pushfstring(L, "the output packet has %d bytes, "
 							 "data_size_out is %d", (int)o.data_size_out,
@@ -1220,7 +1289,25 @@ static int prog_index(lua_State *L)
 		lua_pushstring(L, p->name);
 		return 1;
 	}
-	if (!p->prog || !p->parent || !p->parent->obj) {
+	if (is_pinned(p)) {
+		struct bpf_prog_info info;
+		uint32_t len = sizeof(info);
+
+		memset(&info, 0, sizeof(info));
+		if (!strcmp(k, "type"))
+			lua_pushstring(L, libbpf_bpf_prog_type_str(prog_type(p)));
+		else if (!strcmp(k, "fd"))
+			lua_pushinteger(L, p->fd);
+		else if (!strcmp(k, "id") && p->fd >= 0 && !bpf_obj_get_info_by_fd(p->fd, &info, &len))
+			lua_pushinteger(L, info.id);
+		else if (!strcmp(k, "path")) {
+			bh_getuv(L, 1);
+			lua_getfield(L, -1, "path");
+		} else
+			lua_pushnil(L);
+		return 1;
+	}
+	if (!p->prog || !p->parent->obj) {
 		lua_pushnil(L);
 		return 1;
 	}
@@ -1254,16 +1341,82 @@ static int prog_tostring(lua_State *L)
 {
 	struct bh_prog *p = prog_checkraw(L, 1);
 
-	if (!p->prog || !p->parent || !p->parent->obj)
+	if (is_pinned(p)) {
+		bh_getuv(L, 1);
+		lua_getfield(L, -1, "path");
+		lua_pushfstring(L, "program '%s' %s pinned at %s%s", p->name,
+				libbpf_bpf_prog_type_str(prog_type(p)), lua_tostring(L, -1),
+				p->fd < 0 ? " (closed)" : "");
+	} else if (!p->prog || !p->parent->obj)
 		lua_pushfstring(L, "program '%s' (object closed)", p->name);
 	else
 		lua_pushfstring(L, "program '%s' %s", p->name, bpf_program__section_name(p->prog));
 	return 1;
 }
 
+/*
+ * p:close(): a program opened from a pin lets go of its fd (links made from
+ * it stay); true. Programs of an object close with it.
+ */
+static int prog_close(lua_State *L)
+{
+	struct bh_prog *p = prog_checkraw(L, 1);
+
+	if (!is_pinned(p))
+		luaL_error(L, "close program '%s': programs of an object close with it "
+			      "(obj:close())", p->name);
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int prog_gc(lua_State *L)
+{
+	struct bh_prog *p = prog_checkraw(L, 1);
+
+	if (is_pinned(p) && p->fd >= 0) {
+		close(p->fd);
+		p->fd = -1;
+	}
+	return 0;
+}
+
+/*
+ * Push a handle for the program behind fd (owned from here on), opened from
+ * the pin at path: bpf.open_pinned.
+ */
+void bh_prog_push_fd(lua_State *L, int fd, const char *path)
+{
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+	struct bh_prog *p;
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len)) {
+		int err = errno;
+
+		close(fd);
+		bh_fail(L, "open_pinned", "program", path, err, NULL, NULL);
+	}
+	p = bh_newud(L, sizeof(*p));
+	memset(p, 0, sizeof(*p));
+	p->fd = fd;
+	p->type = info.type;
+	snprintf(p->name, sizeof(p->name), "%s", info.name[0] ? info.name : "(no name)");
+	luaL_getmetatable(L, BH_PROG_MT);
+	lua_setmetatable(L, -2);
+	lua_createtable(L, 0, 1);
+	lua_pushstring(L, path);
+	lua_setfield(L, -2, "path");
+	bh_setuv(L, -2);
+}
+
 static const luaL_Reg prog_meta[] = {
 	{ "__tostring", prog_tostring },
 	{ "__index", prog_index },
+	{ "__gc", prog_gc },
 	{ NULL, NULL },
 };
 
@@ -1284,6 +1437,7 @@ static const luaL_Reg prog_methods[] = {
 	{ "attach_iter", prog_attach_iter },
 	{ "attach_perf_event", prog_attach_perf_event },
 	{ "test_run", prog_test_run },
+	{ "close", prog_close },
 	{ NULL, NULL },
 };
 

@@ -562,15 +562,8 @@ static int l_open_pinned(lua_State *L)
 		return 1;
 	}
 	case OBJ_PROG:
-		if (bh_prog_push_fd) {
-			bh_prog_push_fd(L, fd, path);
-			return 1;
-		}
-		close(fd);
-		return luaL_error(L, "open_pinned: '%s' is a pinned program: programs are opened "
-				     "from their objects (bpf.open), and bpf.programs() lists pinned "
-				     "ones with their ids",
-				  path);
+		bh_prog_push_fd(L, fd, path);
+		return 1;
 	default:
 		close(fd);
 		return luaL_error(L, "open_pinned: '%s' is not a map, program or link", path);

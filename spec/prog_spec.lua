@@ -335,6 +335,80 @@ describe("program", function()
       assert(ok, err)
     end)
 
+    it("a pinned program opens by its pin: test_run, attach_xdp, attach_raw_tracepoint, and clear refusals", function()
+      local dir, rm = h.tmp_bpffs()
+      local env = h.netns()
+      local o = bpf.open(h.obj("test_net"))
+      local po = prog_obj()
+      local ok, err = pcall(function()
+        o.rodata.udp_port = 4343
+        o:load()
+        local counts = o:get_map("counts")
+        -- pinned by another tool, as bpftool does
+        local _, st = h.sh(("bpftool prog pin id %d %s/xdp && bpftool prog pin id %d %s/rawtp")
+          :format(o:program("xdp_bounce").id, dir, po:program("on_sys_enter").id, dir))
+        assert.equal(0, st)
+        local x = bpf.open_pinned(dir .. "/xdp")
+        assert.equal("xdp_bounce", x.name)
+        assert.equal("xdp", x.type)
+        assert.equal(o:program("xdp_bounce").id, x.id)
+        assert.equal(dir .. "/xdp", x.path)
+        assert.matches("^program 'xdp_bounce' xdp pinned at " .. dir:gsub("%p", "%%%0") .. "/xdp$", tostring(x))
+        -- test_run through the pinned fd: the frame comes back with its addresses swapped
+        local frame = ("\1\2\3\4\5\6" .. "\7\8\9\10\11\12" .. "\8\0") .. ("x"):rep(50)
+        local r = x:test_run{data = frame}
+        assert.equal(3, r.retval) -- XDP_TX
+        assert.equal("\7\8\9\10\11\12\1\2\3\4\5\6", r.data:sub(1, 12))
+        -- what needs the object says so
+        assert.matches("^attach program 'xdp_bounce': a program opened from a pin has no object", h.raises(x.attach, x))
+        assert.matches("^attach_uprobe program 'xdp_bounce': a program opened from a pin", h.raises(x.attach_uprobe, x, {}))
+        assert.equal("set_autoload program 'xdp_bounce': a program opened from a pin is loaded already",
+          h.raises(x.set_autoload, x, false))
+        assert.equal("attach_tc program 'xdp_bounce': a xdp program is not a tc (sched_cls) program",
+          h.raises(x.attach_tc, x, {ifname = "lo"}))
+        assert.matches("^attach_cgroup program 'xdp_bounce': give the attach type", h.raises(x.attach_cgroup, x, "/sys/fs/cgroup"))
+        -- attach_xdp: a pinned XDP program (xdp_count, pinned by us this time) counts real traffic
+        h.sh(("bpftool prog pin id %d %s/count"):format(o:program("xdp_count").id, dir))
+        local c = bpf.open_pinned(dir .. "/count")
+        local before = bpf.sum(counts:lookup(0))
+        local l = c:attach_xdp(env.host_if, "skb")
+        env.udp_to_host(4343, 3)
+        assert.equal(before + 3, bpf.sum(counts:lookup(0)))
+        l:detach()
+        env.udp_to_host(4343, 1)
+        assert.equal(before + 3, bpf.sum(counts:lookup(0)))
+        -- a pinned program as a prog_array value
+        local pa = bpf.map_create{type = "prog_array", max_entries = 2}
+        assert.is_true(pa:update(0, c))
+        assert.equal(c.id, pa:lookup(0))
+        pa:close()
+        -- raw_tp: attach_raw_tracepoint fires the program
+        local rt = bpf.open_pinned(dir .. "/rawtp")
+        local hits = po.bss.raw_hits
+        local rl = rt:attach_raw_tracepoint("sys_enter")
+        assert.equal("sys_enter", rl:info().tp_name)
+        open_files(3)
+        assert.equal(hits + 3, po.bss.raw_hits)
+        rl:detach()
+        open_files(1)
+        assert.equal(hits + 3, po.bss.raw_hits)
+        -- close: the handle is done, the pins stay
+        assert.is_true(x:close())
+        assert.is_true(x:close())
+        assert.equal("test_run program 'xdp_bounce': it is closed", h.raises(x.test_run, x, {data = frame}))
+        assert.matches("%(closed%)$", tostring(x))
+        local p = o:program("xdp_count")
+        assert.equal("close program 'xdp_count': programs of an object close with it (obj:close())", h.raises(p.close, p))
+        c:close()
+        rt:close()
+      end)
+      o:close()
+      po:close()
+      env.close()
+      rm()
+      assert(ok, err)
+    end)
+
     it("rodata configuration changes what XDP does with real traffic", function()
       local env = h.netns()
       local o = bpf.open(h.obj("test_net"))
