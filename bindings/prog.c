@@ -122,24 +122,38 @@ static struct bh_prog *prog_check_unloaded(lua_State *L, int idx, const char *op
 	return p;
 }
 
+/*
+ * Push a program handle named name with fd (-1 for a program of an object)
+ * and its uservalue table, whose field key is set to the value on top (which
+ * is popped): "parent", the object; or "path", the pin.
+ */
+static struct bh_prog *prog_newud(lua_State *L, const char *name, int fd, const char *key)
+{
+	struct bh_prog *p = bh_newud(L, sizeof(*p));
+
+	memset(p, 0, sizeof(*p));
+	p->fd = fd;
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	luaL_getmetatable(L, BH_PROG_MT);
+	lua_setmetatable(L, -2);
+	lua_createtable(L, 0, 1);
+	lua_pushvalue(L, -3);
+	lua_setfield(L, -2, key);
+	bh_setuv(L, -2);
+	lua_remove(L, -2);
+	return p;
+}
+
 void bh_prog_push(lua_State *L, int objidx, struct bpf_program *prog)
 {
 	struct bh_prog *p;
 
 	if (objidx < 0)
 		objidx = lua_gettop(L) + objidx + 1;
-	p = bh_newud(L, sizeof(*p));
-	memset(p, 0, sizeof(*p));
-	p->prog = prog;
-	p->fd = -1;
-	p->parent = lua_touserdata(L, objidx);
-	snprintf(p->name, sizeof(p->name), "%s", bpf_program__name(prog));
-	luaL_getmetatable(L, BH_PROG_MT);
-	lua_setmetatable(L, -2);
-	lua_createtable(L, 0, 1);
 	lua_pushvalue(L, objidx);
-	lua_setfield(L, -2, "parent");
-	bh_setuv(L, -2);
+	p = prog_newud(L, bpf_program__name(prog), -1, "parent");
+	p->prog = prog;
+	p->parent = lua_touserdata(L, objidx);
 }
 
 /* Push the parent object of the program at idx. */
@@ -1400,17 +1414,9 @@ void bh_prog_push_fd(lua_State *L, int fd, const char *path)
 		close(fd);
 		bh_fail(L, "open_pinned", "program", path, err, NULL, NULL);
 	}
-	p = bh_newud(L, sizeof(*p));
-	memset(p, 0, sizeof(*p));
-	p->fd = fd;
-	p->type = info.type;
-	snprintf(p->name, sizeof(p->name), "%s", info.name[0] ? info.name : "(no name)");
-	luaL_getmetatable(L, BH_PROG_MT);
-	lua_setmetatable(L, -2);
-	lua_createtable(L, 0, 1);
 	lua_pushstring(L, path);
-	lua_setfield(L, -2, "path");
-	bh_setuv(L, -2);
+	p = prog_newud(L, info.name[0] ? info.name : "(no name)", fd, "path");
+	p->type = info.type;
 }
 
 static const luaL_Reg prog_meta[] = {
