@@ -1369,6 +1369,38 @@ static int prog_tostring(lua_State *L)
 }
 
 /*
+ * A pinned program's fd also lives in a userdata of its own ("fdbox" in the
+ * handle's uservalue), whose __gc closes it once the handle is collected.
+ * Program handles have no __gc themselves: one on every program handle kept
+ * objects, and their fds, past the collections that used to free them
+ * (spec/stress_spec.lua).
+ */
+#define BH_PROGFD_MT "bpfhost.progfd"
+
+static int progfd_gc(lua_State *L)
+{
+	int *fd = lua_touserdata(L, 1);
+
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return 0;
+}
+
+/* The fd of the pinned program at idx is closed: in its box too, so that __gc leaves it alone. */
+static void prog_fd_closed(lua_State *L, int idx)
+{
+	int *box;
+
+	bh_getuv(L, idx);
+	lua_getfield(L, -1, "fdbox");
+	box = lua_touserdata(L, -1);
+	if (box)
+		*box = -1;
+	lua_pop(L, 2);
+}
+
+/*
  * p:close(): a program opened from a pin lets go of its fd (links made from
  * it stay); true. Programs of an object close with it.
  */
@@ -1379,23 +1411,15 @@ static int prog_close(lua_State *L)
 	if (!is_pinned(p))
 		luaL_error(L, "close program '%s': programs of an object close with it "
 			      "(obj:close())", p->name);
-	if (p->fd >= 0)
+	if (p->fd >= 0) {
+		prog_fd_closed(L, 1);
 		close(p->fd);
+	}
 	p->fd = -1;
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
-static int prog_gc(lua_State *L)
-{
-	struct bh_prog *p = prog_checkraw(L, 1);
-
-	if (is_pinned(p) && p->fd >= 0) {
-		close(p->fd);
-		p->fd = -1;
-	}
-	return 0;
-}
 
 /*
  * Push a handle for the program behind fd (owned from here on), opened from
@@ -1417,12 +1441,17 @@ void bh_prog_push_fd(lua_State *L, int fd, const char *path)
 	lua_pushstring(L, path);
 	p = prog_newud(L, info.name[0] ? info.name : "(no name)", fd, "path");
 	p->type = info.type;
+	bh_getuv(L, -1);
+	*(int *)lua_newuserdata(L, sizeof(int)) = fd;
+	luaL_getmetatable(L, BH_PROGFD_MT);
+	lua_setmetatable(L, -2);
+	lua_setfield(L, -2, "fdbox");
+	lua_pop(L, 1);
 }
 
 static const luaL_Reg prog_meta[] = {
 	{ "__tostring", prog_tostring },
 	{ "__index", prog_index },
-	{ "__gc", prog_gc },
 	{ NULL, NULL },
 };
 
@@ -1447,8 +1476,15 @@ static const luaL_Reg prog_methods[] = {
 	{ NULL, NULL },
 };
 
+static const luaL_Reg progfd_meta[] = {
+	{ "__gc", progfd_gc },
+	{ NULL, NULL },
+};
+
 void bh_prog_init(lua_State *L)
 {
+	bh_newmetatable(L, BH_PROGFD_MT, progfd_meta, NULL);
+	lua_pop(L, 1);
 	bh_newmetatable(L, BH_PROG_MT, prog_meta, NULL);
 	lua_newtable(L);
 	bh_setfuncs(L, prog_methods, 0);

@@ -401,6 +401,20 @@ describe("program", function()
         assert.equal("close program 'xdp_count': programs of an object close with it (obj:close())", h.raises(p.close, p))
         c:close()
         rt:close()
+        -- a handle dropped without close gives its fd back when collected
+        local function nfds()
+          local f = io.popen("ls /proc/" .. h.pid() .. "/fd")
+          local n = select(2, f:read("*a"):gsub("%d+", ""))
+          f:close()
+          return n
+        end
+        collectgarbage(); collectgarbage()
+        local n0 = nfds()
+        local dropped = bpf.open_pinned(dir .. "/xdp")
+        assert.equal(n0 + 1, nfds())
+        dropped = nil -- luacheck: ignore
+        collectgarbage(); collectgarbage()
+        assert.equal(n0, nfds())
       end)
       o:close()
       po:close()
