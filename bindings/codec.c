@@ -1104,6 +1104,11 @@ static const char *show(lua_State *L, int idx, char *buf, size_t n)
 			return "nan";
 		if (isinf(d))
 			return d > 0 ? "inf" : "-inf";
+		/* whole numbers as integers (10, not 1e+01), up to 2^63 */
+		if (d == floor(d) && fabs(d) < 9223372036854775808.0) {
+			snprintf(buf, n, "%lld", (long long)d);
+			return buf;
+		}
 		/* the shortest form that reads back */
 		for (prec = 1; prec <= 17; prec++) {
 			snprintf(buf, n, "%.*g", prec, d);

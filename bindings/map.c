@@ -1854,8 +1854,21 @@ static int map_update_batch(lua_State *L)
 	lua_rawgeti(L, 2, 1);
 	pairs_form = lua_istable(L, -1);
 	lua_pop(L, 1);
-	if (pairs_form)
+	if (pairs_form) {
+		uint32_t all = 0;
+
 		listn = (uint32_t)bh_rawlen(L, 2);
+		/* a list of pairs with other keys besides: those would be lost */
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			lua_pop(L, 1);
+			all++;
+		}
+		if (all != listn)
+			luaL_error(L, "update_batch map '%s': a list of {key, value} pairs (%d) with "
+				      "%d other keys: give one form, pairs or key = value",
+				   m->name, (int)listn, (int)(all - listn));
+	}
 	lua_newtable(L);
 	skipidx = lua_gettop(L); /* keys skipped by noexist/exist */
 	buf = batch_scratch(L, m, BATCH, &vstride);

@@ -268,8 +268,11 @@ static void attach_kinds(int can_probe)
 {
 	const char *tracefs = fs_at("/sys/kernel/tracing", TRACEFS_MAGIC_);
 	int btf = !access("/sys/kernel/btf/vmlinux", R_OK);
-	int kprobe_pmu = !access("/sys/bus/event_source/devices/kprobe/type", R_OK);
+	/* the PMU, or tracefs's probe files: what bpfhost's attach needs (prog.c) */
+	int kprobe_pmu = !access("/sys/bus/event_source/devices/kprobe/type", R_OK) ||
+			 (tracefs && !access("/sys/kernel/tracing/kprobe_events", F_OK));
 	int uprobe_pmu = !access("/sys/bus/event_source/devices/uprobe/type", R_OK);
+	int uprobe_any = uprobe_pmu || (tracefs && !access("/sys/kernel/tracing/uprobe_events", F_OK));
 	int lsm = file_has_word("/sys/kernel/security/lsm", "bpf");
 	int cg2 = fs_at("/sys/fs/cgroup", CGROUP2_MAGIC_) || fs_at("/sys/fs/cgroup/unified",
 								   CGROUP2_MAGIC_);
@@ -298,9 +301,9 @@ static void attach_kinds(int can_probe)
 	} k[] = {
 		{ "tracepoint", prog_ok(BPF_PROG_TYPE_TRACEPOINT), "no tracepoint programs" },
 		{ "raw_tp", prog_ok(BPF_PROG_TYPE_RAW_TRACEPOINT), "no raw_tracepoint programs" },
-		{ "kprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && (kprobe_pmu || tracefs),
-		  "no kprobe PMU (CONFIG_KPROBE_EVENTS)" },
-		{ "uprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && (uprobe_pmu || tracefs),
+		{ "kprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && kprobe_pmu,
+		  "no kprobe support (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS)" },
+		{ "uprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && uprobe_any,
 		  "no uprobe PMU (CONFIG_UPROBE_EVENTS)" },
 		{ "usdt", prog_ok(BPF_PROG_TYPE_KPROBE) && uprobe_pmu, "no uprobe PMU" },
 		{ "fentry/fexit", fentry, fentry_why },

@@ -83,6 +83,14 @@ describe("host", function()
         assert.matches("\nmap types%s+hash array ", out)
         assert.matches("\nprog types%s+socket_filter kprobe ", out)
         assert.matches("\nattach%s+tracepoint raw_tp ", out)
+        -- what it says of kprobes is what attaching one does
+        local attach = out:match("\nattach%s+([^\n]*)")
+        local o = require("bpfhost").load(h.obj("test_prog"))
+        local ok, err = pcall(function() return o:program("on_read"):attach_kprobe{func = "vfs_read"} end)
+        if ok then err:detach() end
+        o:close()
+        assert.equal(ok, (" " .. attach .. " "):find(" kprobe ") ~= nil, tostring(err))
+        if not ok then assert.matches("no kprobe: ", out) end
       end
       local lines = select(2, out:gsub("\n", ""))
       assert.is_true(lines <= 40, "a short report, got " .. lines .. " lines")

@@ -582,6 +582,14 @@ describe("map operations", function()
       assert.equal(0, m:update_batch{})
     end)
 
+    it("update_batch refuses a list of pairs with other keys beside, on both paths", function()
+      local msg = "update_batch map 'ops': a list of {key, value} pairs (1) with 1 other keys: give one form, pairs or key = value"
+      assert.equal(msg, h.raises(m.update_batch, m, {{1, 1}, [5] = 7}))
+      assert.equal(msg, h.raises(m.update_batch, m, {{1, 1}, [5] = 7}, "any"))
+      assert.is_nil(m:lookup(1))
+      assert.is_nil(m:lookup(5))
+    end)
+
     it("update_batch on a full map raises with err.done and err.key", function()
       for i = 1, 14 do m:update(i, i) end
       local err = h.raises(m.update_batch, m, {{100, 1}, {101, 1}, {102, 1}, {103, 1}})

@@ -233,7 +233,8 @@ local function build(h, K, V)
       for i = 0, ncpus - 1 do
         local p = cast(ct, vbuf + i * stride)
         local ti = t[i + 1]
-        if into and type(ti) == "table" then into(p, ti) else t[i + 1] = dec(p) end
+        if into and type(ti) == "table" and getmetatable(ti) == nil then into(p, ti)
+        else t[i + 1] = dec(p) end
       end
       return t
     end
@@ -323,7 +324,9 @@ return function(methods, map_size, magic)
       local n, ok = #t, true
       local pairs_form = type(t[1]) == "table"
       if pairs_form then
-        for i = 1, n do
+        -- other keys beside a list of pairs: C says so
+        if nkeys(t) ~= n then ok = false end
+        for i = 1, ok and n or 0 do
           local p = t[i]
           if type(p) ~= "table" or not plain(h, kc, vc, p[1], p[2]) then ok = false break end
         end
@@ -349,7 +352,10 @@ return function(methods, map_size, magic)
   -- false when this path does not take it (then C does).
   local function lookup_into(m, k, opts)
     local into = rawget(opts, "into")
-    if type(into) ~= "table" or next(opts) ~= "into" or next(opts, "into") ~= nil then
+    -- a plain table: a __newindex could run Lua (another lookup of this map,
+    -- through the buffer being read) between two fields
+    if type(into) ~= "table" or getmetatable(into) ~= nil or next(opts) ~= "into"
+      or next(opts, "into") ~= nil then
       return false
     end
     local h, mt = fast_map(m, magic)
