@@ -307,6 +307,8 @@ BH_LOCAL struct bh_object *bh_object_check(lua_State *L, int idx);
 BH_LOCAL struct bh_map *bh_map_check(lua_State *L, int idx);
 /* The map payload at idx, or NULL when it is not a map handle (no readiness check). */
 BH_LOCAL struct bh_map *bh_map_testud(lua_State *L, int idx);
+BH_LOCAL void bh_check_bpffs(lua_State *L, const char *op, const char *kind, const char *name,
+			     const char *path, int is_dir);
 BH_LOCAL uint32_t bh_map_flag_names(lua_State *L, const char *s, size_t len, const char *op,
 				     const char *name);
 BH_LOCAL const char *bh_map_type_name(uint32_t type);

@@ -2133,22 +2133,35 @@ static int map_info(lua_State *L)
 	return 1;
 }
 
-/* The directory of path must be on bpffs (mounted on demand at /sys/fs/bpf). */
-static void check_bpffs_path(lua_State *L, struct bh_map *m, const char *op, const char *path)
+/*
+ * Pins go on bpffs (mounted on demand at /sys/fs/bpf): the directory of path,
+ * or with is_dir path itself (its parent while it does not exist: libbpf
+ * makes it), must be there. Raises "<op> <kind> '<name>': ..." otherwise, so
+ * that the reason is not left to a bare EINVAL at load.
+ */
+void bh_check_bpffs(lua_State *L, const char *op, const char *kind, const char *name,
+		    const char *path, int is_dir)
 {
 	char dir[4096];
 	struct statfs st;
+	int r;
 
 	if (strlen(path) >= sizeof(dir) || path[0] != '/')
-		luaL_error(L, "%s map '%s': the path must be absolute, got '%s'", op, m->name, path);
-	if (!strncmp(path, "/sys/fs/bpf/", 12))
+		luaL_error(L, "%s %s '%s': the path must be absolute, got '%s'", op, kind, name,
+			   path);
+	if (!strncmp(path, "/sys/fs/bpf/", 12) || !strcmp(path, "/sys/fs/bpf"))
 		bh_ensure_bpffs();
 	snprintf(dir, sizeof(dir), "%s", path);
-	if (statfs(dirname(dir), &st))
-		bh_fail_msg(L, op, "map", m->name, errno, "the directory does not exist",
+	r = is_dir ? statfs(dir, &st) : -1;
+	if (r && (!is_dir || errno == ENOENT))
+		r = statfs(dirname(dir), &st);
+	if (r)
+		bh_fail_msg(L, op, kind, name, errno,
+			    lua_pushfstring(L, "the directory of '%s' does not exist", path),
 			    "pins go under /sys/fs/bpf (bpffs)", NULL);
 	if ((unsigned long)st.f_type != BPF_FS_MAGIC_)
-		bh_fail_msg(L, op, "map", m->name, EINVAL, "the path is not on bpffs",
+		bh_fail_msg(L, op, kind, name, EINVAL,
+			    lua_pushfstring(L, "'%s' is not on bpffs", path),
 			    "pins go under /sys/fs/bpf (mount -t bpf bpf DIR)", NULL);
 }
 
@@ -2158,7 +2171,14 @@ static int map_pin(lua_State *L)
 	const char *path = luaL_checkstring(L, 2);
 	int err;
 
-	check_bpffs_path(L, m, "pin", path);
+	bh_check_bpffs(L, "pin", "map", m->name, path, 0);
+	/* libbpf keeps one pin per map of an object (a bare EINVAL otherwise) */
+	if (m->map && bpf_map__is_pinned(m->map) && bpf_map__pin_path(m->map) &&
+	    strcmp(bpf_map__pin_path(m->map), path))
+		bh_fail_msg(L, "pin", "map", m->name, EINVAL,
+			    lua_pushfstring(L, "it is pinned at '%s' already",
+					    bpf_map__pin_path(m->map)),
+			    "a map of an object has one pin: m:unpin() first", NULL);
 	if (m->map)
 		err = bpf_map__pin(m->map, path);
 	else
@@ -2192,10 +2212,18 @@ static int map_unpin(lua_State *L)
 
 	if (m->map) {
 		/* libbpf keeps pin_path after an unpin: is_pinned says whether it holds */
+		const char *at = bpf_map__pin_path(m->map);
+
 		if (!path && !bpf_map__is_pinned(m->map))
 			luaL_error(L, "unpin map '%s': the map is not pinned", m->name);
+		if (path && bpf_map__is_pinned(m->map) && at && strcmp(at, path))
+			bh_fail_msg(L, "unpin", "map", m->name, EINVAL,
+				    lua_pushfstring(L, "it is pinned at '%s', not at '%s'", at, path),
+				    NULL, NULL);
 		if (bpf_map__unpin(m->map, path))
-			unpin_fail(L, m, errno, path ? path : bpf_map__pin_path(m->map));
+			unpin_fail(L, m, errno, path ? path : at);
+		/* forget the path: the next pin may go elsewhere */
+		bpf_map__set_pin_path(m->map, NULL);
 	} else {
 		if (!path)
 			path = m->pin_path;

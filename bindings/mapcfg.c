@@ -163,6 +163,8 @@ static int map_set_pin_path(lua_State *L)
 		bh_fail_msg(L, "set_pin_path", "map", m->name, errno,
 			    "bpffs is not mounted at /sys/fs/bpf", "mount -t bpf bpf /sys/fs/bpf",
 			    NULL);
+	if (path)
+		bh_check_bpffs(L, "set_pin_path", "map", m->name, path, 0);
 	if (bpf_map__set_pin_path(m->map, path))
 		bh_fail(L, "set_pin_path", "map", m->name, errno, NULL, NULL);
 	lua_settop(L, 1);

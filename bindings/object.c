@@ -349,6 +349,8 @@ static struct bh_object *object_open(lua_State *L, const char *fn, int mem)
 		bh_fail_msg(L, "open", "object", o->path, errno,
 			    "bpffs is not mounted at /sys/fs/bpf", "mount -t bpf bpf /sys/fs/bpf",
 			    NULL);
+	if (a.pin_root)
+		bh_check_bpffs(L, "open", "object", o->path, a.pin_root, 1);
 	if (mem ? elf_btf_check(a.buf, a.len, why, sizeof(why)) :
 		  file_btf_check(a.path, why, sizeof(why)))
 		bh_fail_msg(L, "open", "object", o->path, EINVAL,
