@@ -215,6 +215,8 @@ struct bh_plan {
 
 /* An 8-byte ENUM from a compiler that cut its values to 32 bits: names are unusable. */
 #define BH_PLAN_ENUM_CUT 0x01
+/* The bytes of {raw = true} on a map that may have BTF (not a map without it). */
+#define BH_PLAN_RAW_OPT 0x02
 
 /* A compiled type: the plan tree and the arena that holds it. */
 struct bh_type {

@@ -1668,6 +1668,8 @@ static void enc_raw(struct bh_cctx *c, const struct bh_plan *p, int idx, unsigne
 		size_t len;
 		const char *s = lua_tolstring(L, idx, &len);
 
+		if (len != p->size && (p->flags & BH_PLAN_RAW_OPT))
+			bh_codec_error(c, "%zu bytes given, raw takes exactly %u", len, p->size);
 		if (len != p->size)
 			bh_codec_error(c, "%zu bytes given, this map takes exactly %u (no BTF: give "
 					  "a byte string, or set_types)",

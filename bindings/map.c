@@ -386,8 +386,12 @@ static void into_check(lua_State *L, struct bh_map *m, const char *op, int raw)
 	if ((k != BH_K_STRUCT && k != BH_K_UNION && k != BH_K_ARRAY) ||
 	    (m->special & (BH_MS_FDMAP | BH_MS_FDPROG)))
 		luaL_error(L, "%s map '%s': option 'into' needs a value that decodes to a table "
-			      "(a struct, union, array or per-CPU value; this map's value is %s)",
-			   op, m->name, m->vtype->root->cname);
+			      "(a struct, union, array or per-CPU value; this map's value is %s, "
+			      "which decodes to %s)",
+			   op, m->name, m->vtype->root->cname,
+			   k == BH_K_CHARS || k == BH_K_BYTES || k == BH_K_RAW ? "a string"
+			   : k == BH_K_BOOL ? "a boolean" : (m->special & (BH_MS_FDMAP | BH_MS_FDPROG)) ? "an id"
+			   : "a number");
 }
 
 /* Each entry of the table at src set in the table at dst (through __newindex, as any assignment). */
@@ -613,6 +617,7 @@ static void raw_plan(struct bh_plan *p, uint32_t size)
 	p->size = size;
 	p->count = size;
 	p->cname = "raw bytes";
+	p->flags = BH_PLAN_RAW_OPT;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2079,8 +2084,16 @@ static int map_freeze(lua_State *L)
 {
 	struct bh_map *m = map_self(L, "freeze");
 
-	if (bpf_map_freeze(m->fd))
-		map_fail(L, m, "freeze", errno);
+	if (bpf_map_freeze(m->fd)) {
+		int err = errno;
+
+		if (err == EBUSY)
+			bh_fail_msg(L, "freeze", "map", m->name, err,
+				    "the map is mmap'd writable (a view from m:mmap())",
+				    "close the writable views first (v:close()); views made after "
+				    "freeze are read-only", NULL);
+		map_fail(L, m, "freeze", err);
+	}
 	lua_pushboolean(L, 1);
 	return 1;
 }

@@ -217,7 +217,7 @@ describe("map", function()
         h.raises(ns.lookup, ns, "eth0", {into = 5}))
       assert.equal("lookup map 'name_stats': options 'into' and 'raw' exclude each other (raw values are strings)",
         h.raises(ns.lookup, ns, "eth0", {into = {}, raw = true}))
-      assert.equal("lookup map 'u32_u64': option 'into' needs a value that decodes to a table (a struct, union, array or per-CPU value; this map's value is u64)",
+      assert.equal("lookup map 'u32_u64': option 'into' needs a value that decodes to a table (a struct, union, array or per-CPU value; this map's value is u64, which decodes to a number)",
         h.raises(m.lookup, m, 1, {into = {}}))
       assert.equal("lookup: unknown option 'inot' (known: raw, flags, into)",
         h.raises(ns.lookup, ns, "eth0", {inot = {}}))
@@ -387,9 +387,9 @@ describe("map operations", function()
       assert.equal("iterate: unknown option 'chunks' (known: raw, chunk)", h.raises(m.iterate, m, {chunks = 8}))
       assert.equal("iterate map 'args': chunk must be an integer 1..65536", h.raises(m.iterate, m, {chunk = 0}))
       assert.equal("drain map 'args': chunk must be an integer 1..65536", h.raises(m.drain, m, {chunk = 1.5}))
-      assert.equal("lookup map 'args': key: 5 bytes given, this map takes exactly 4 (no BTF: give a byte string, or set_types)",
+      assert.equal("lookup map 'args': key: 5 bytes given, raw takes exactly 4",
         h.raises(m.lookup, m, "12345", {raw = true}))
-      assert.equal("update map 'args': value: 4 bytes given, this map takes exactly 8 (no BTF: give a byte string, or set_types)",
+      assert.equal("update map 'args': value: 4 bytes given, raw takes exactly 8",
         h.raises(m.update, m, "\1\0\0\0", "\1\0\0\0", {raw = true}))
       assert.equal("delete map 'args': key: expected an integer, got boolean", h.raises(m.delete, m, true))
       assert.equal("lookup_batch map 'args': expected a list of keys, got number", h.raises(m.lookup_batch, m, 1))
