@@ -30,7 +30,8 @@ static void usage(FILE *f)
 		"  --          stop handling options\n"
 		"  -           run the script from stdin\n"
 		"With no script, on a terminal: the REPL. Needs root or CAP_BPF.\n"
-		"Exit status: 0 success, 1 error, 2 usage error, 130 stopped by SIGINT.\n",
+		"Exit status: 0 success, 1 error, 2 usage error, 130 stopped by SIGINT, 143 by\n"
+		"SIGTERM.\n",
 		progname);
 }
 

@@ -308,7 +308,7 @@ end
 
 -- Signatures and one line each; README.md has the full story.
 local docs = {
-  ["bpf.open"] = { "(path [, opts])", "an object, not loaded; opts: pin_root, name, btf_custom_path, kconfig" },
+  ["bpf.open"] = { "(path [, opts])", "an object, not loaded; opts: pin_root, name, btf_custom_path, kconfig, log_size" },
   ["bpf.load"] = { "(path [, opts])", "open + load in one call" },
   ["bpf.map_create"] = { "{type =, key =, value =, max_entries =, name =, flags =}", "a new map" },
   ["bpf.map_by_id"] = { "(id)", "any map in the system, typed by its BTF" },
@@ -373,10 +373,10 @@ local docs = {
   ["p:attach"] = { "()", "attaches by SEC(); returns the link" },
   ["p:attach_tracepoint"] = { "(category, name)", "tracepoint link" },
   ["p:attach_raw_tracepoint"] = { "(name)", "raw tracepoint link" },
-  ["p:attach_uprobe"] = { "{binary =, func =, retprobe =, pid =}", "uprobe link" },
-  ["p:attach_kprobe"] = { "(func [, opts])", "kprobe link" },
+  ["p:attach_uprobe"] = { "{binary =, func = | offset =, retprobe =, pid =, cookie =}", "uprobe link" },
+  ["p:attach_kprobe"] = { "{func =, offset =, retprobe =}", "kprobe/kretprobe link" },
   ["p:attach_xdp"] = { '(ifname [, "skb"|"drv"|"hw"])', "XDP link" },
-  ["p:attach_tc"] = { "{ifname =, direction =}", "tc link" },
+  ["p:attach_tc"] = { "{ifname = | ifindex =, direction =, priority =, handle =, replace =, tcx =}", "tc link" },
   ["p:attach_cgroup"] = { "(path)", "cgroup link" },
   ["p:attach_iter"] = { "()", "iterator link; it:read() gives its output" },
   ["p:test_run"] = { "{data =, repeat =}", "{retval =, data =, duration =}" },
