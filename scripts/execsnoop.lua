@@ -27,7 +27,9 @@ while arg and arg[i] do
     i = i + 2
   elseif a == "-t" then
     seconds = tonumber(arg[i + 1])
-    if not seconds or seconds <= 0 then usage("-t needs a number of seconds") end
+    if not seconds or seconds ~= seconds or seconds <= 0 or seconds == math.huge then
+      usage("-t needs a number of seconds")
+    end
     i = i + 2
   elseif a == "-x" then
     failed_only = true

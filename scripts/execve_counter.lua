@@ -3,7 +3,7 @@
 local bpf = require "bpfhost"
 
 local every = tonumber(arg and arg[1] or 5)
-if not every or every <= 0 then
+if not every or every ~= every or every <= 0 or every == math.huge then
   io.stderr:write("usage: execve_counter.lua [seconds]\n")
   os.exit(2)
 end

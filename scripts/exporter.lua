@@ -6,7 +6,9 @@ local bpf = require "bpfhost"
 
 local listen = arg and arg[1] or "127.0.0.1:9435"
 local pid = tonumber(arg and arg[2] or 0)
-if not pid or pid < 0 or pid ~= math.floor(pid) then
+-- numeric address:port, as bpf.exporter takes (checked again there)
+local numeric = listen:match("^[%d%.]+:%d+$") or listen:match("^%[[%x:%.]+%]:%d+$")
+if not numeric or not pid or pid < 0 or pid ~= math.floor(pid) then
   io.stderr:write("usage: exporter.lua [address:port [pid]]\n")
   os.exit(2)
 end

@@ -17,7 +17,7 @@ local i = 1
 while arg and arg[i] do
   local a, v = arg[i], tonumber(arg[i + 1])
   if a == "-p" and v and v >= 1 and v % 1 == 0 then pid = v
-  elseif a == "-t" and v and v > 0 then seconds = v
+  elseif a == "-t" and v and v > 0 and v < math.huge then seconds = v
   elseif a == "-P" and v then pages = v
   else usage("bad argument '" .. a .. "'") end
   i = i + 2

@@ -7,9 +7,18 @@
 --   build/bpfhost scripts/xdp_count.lua 4242 10 drop
 local bpf = require "bpfhost"
 
+local function usage(msg)
+  io.stderr:write(("xdp_count: %s\nusage: xdp_count.lua [port [seconds [drop]]]\n"):format(msg))
+  os.exit(2)
+end
 local port = tonumber(arg[1] or 4242)
 local seconds = tonumber(arg[2] or 5)
 local drop = arg[3] == "drop"
+if not port or port < 1 or port > 65535 or port % 1 ~= 0 then usage("port must be 1..65535") end
+if not seconds or seconds ~= seconds or seconds <= 0 or seconds == math.huge then
+  usage("seconds must be a number > 0")
+end
+if arg[3] and not drop then usage("the third argument can only be 'drop'") end
 
 -- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
 -- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/

@@ -273,6 +273,21 @@ describe("host", function()
   end)
 
   context("#root kernel", function()
+    it("the example scripts refuse bad arguments with a usage line and status 2, before touching the kernel", function()
+      local cases = {
+        {"execve_counter.lua", "nan"}, {"execve_counter.lua", "0"}, {"execve_counter.lua", "x"},
+        {"execsnoop.lua", "-t inf"}, {"execsnoop.lua", "-t nan"}, {"execsnoop.lua", "-p 0"},
+        {"opensnoop.lua", "-t inf"}, {"xdp_count.lua", "abc"}, {"xdp_count.lua", "53 abc"},
+        {"xdp_count.lua", "53 -5"}, {"xdp_count.lua", "53 1 pass"}, {"exporter.lua", "nope"},
+      }
+      for _, c in ipairs(cases) do
+        local out, status = h.sh(("%s scripts/%s %s 2>&1"):format(h.host, c[1], c[2]))
+        assert.equal(2, status, c[1] .. " " .. c[2] .. ": " .. out)
+        assert.matches("usage: " .. c[1]:gsub("%p", "%%%0"), out)
+        assert.is_nil(out:find("traceback"), out)
+      end
+    end)
+
     it("runs the execve counter, and SIGINT ends it cleanly within a second with no link left", function()
       local log = os.tmpname()
       -- env --default-signal: a background job of a non-interactive shell ignores SIGINT
