@@ -653,8 +653,12 @@ static int l_run(lua_State *L)
 		check_handler(L, lua_gettop(L), "run", "tick");
 	if (has_tick && every <= 0)
 		luaL_error(L, "run: tick needs every (seconds between ticks)");
-	if (!has_tick && every > 0)
-		luaL_error(L, "run: every needs tick (the function to call every %g seconds)", every);
+	if (!has_tick && every > 0) {
+		char secs[32]; /* lua_pushfstring has no %g under 5.4 */
+
+		snprintf(secs, sizeof(secs), "%g", every);
+		luaL_error(L, "run: every needs tick (the function to call every %s seconds)", secs);
+	}
 	lua_getfield(L, 1, "sources");
 	if (!lua_isnil(L, -1)) {
 		if (!lua_istable(L, -1))
