@@ -411,10 +411,18 @@ describe("program", function()
         collectgarbage(); collectgarbage()
         local n0 = nfds()
         local dropped = bpf.open_pinned(dir .. "/xdp")
+        local fd = dropped.fd
         assert.equal(n0 + 1, nfds())
+        local function what(n)
+          local f = io.popen(("readlink /proc/%d/fd/%d 2>/dev/null"):format(h.pid(), n))
+          local s = f:read("*a")
+          f:close()
+          return s
+        end
+        assert.matches("bpf%-prog", what(fd))
         dropped = nil -- luacheck: ignore
-        collectgarbage(); collectgarbage()
-        assert.equal(n0, nfds())
+        for _ = 1, 4 do collectgarbage() end
+        assert.is_nil(what(fd):find("bpf-prog", 1, true), "fd " .. fd .. " still open: " .. what(fd))
       end)
       o:close()
       po:close()
