@@ -415,7 +415,8 @@ describe("map types", function()
 
     it("flag 'lock': update and lookup copy a value holding a bpf_spin_lock under its lock", function()
       local lo = bpf.load(h.obj("test_maplock"))
-      finally(function() lo:close() end)
+      local rm -- the pin directory's, once made: one finally (busted keeps only the last one given)
+      finally(function() lo:close() if rm then rm() end end)
       local pairs_ = lo:get_map("pairs")
       assert.is_true(pairs_:update(0, {a = 1, b = 1}, "lock"))
       assert.same({a = 1, b = 1}, pairs_:lookup(0, {flags = "lock"}))
@@ -433,8 +434,8 @@ describe("map types", function()
       plain:close()
 
       -- another process writes {a = i, b = i} under the lock while we read under it
-      local dir, rm = h.tmp_bpffs()
-      finally(rm)
+      local dir
+      dir, rm = h.tmp_bpffs()
       pairs_:pin(dir .. "/pairs")
       local writer = mh.spawn(("%s -e 'local m = bpf.open_pinned(%q) for i = 1, 400000 do " ..
         "m:update(0, {a = i, b = i}, [[lock]]) end print([[done]])'"):format(h.host, dir .. "/pairs"))
