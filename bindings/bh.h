@@ -417,7 +417,7 @@ BH_LOCAL int bh_epoll_wait(int epfd, struct epoll_event *ev, int maxev, int time
 BH_LOCAL void bh_raise_interrupted(lua_State *L, const char *op) __attribute__((noreturn));
 /* CLOCK_MONOTONIC in seconds. */
 BH_LOCAL double bh_mono_now(void);
-/* Milliseconds from now until end (rounded up, so a wait never ends early; 0 when passed). */
+/* Milliseconds from now until end (rounded up, so a wait never ends early; 0 when passed; -1 for INFINITY). */
 BH_LOCAL int bh_ms_left(double end);
 /*
  * Wait up to ms (< 0: no limit) for epfd to be readable, with our SIGINT/

@@ -193,7 +193,7 @@ static int l_now(lua_State *L)
 }
 
 /* Milliseconds until end (rounded up, so a wait never ends early); -1 for none. */
-static int ms_until(double end)
+int bh_ms_left(double end)
 {
 	double left;
 
@@ -203,11 +203,6 @@ static int ms_until(double end)
 	if (left <= 0)
 		return 0;
 	return left > 86400000.0 ? 86400000 : (int)left;
-}
-
-int bh_ms_left(double end)
-{
-	return ms_until(end);
 }
 
 int bh_wait_readable(lua_State *L, int epfd, int ms, const char *op, const char *kind,
@@ -232,7 +227,7 @@ int bh_wait_readable(lua_State *L, int epfd, int ms, const char *op, const char 
 		if (r > 0)
 			return 1;
 		if (ms >= 0) {
-			left = ms_until(end);
+			left = bh_ms_left(end);
 			if (left <= 0)
 				return 0;
 		}
@@ -250,7 +245,7 @@ static int wait_for(double secs)
 
 	bh_guard_begin(&g);
 	for (;;) {
-		int ms = ms_until(end);
+		int ms = bh_ms_left(end);
 
 		if (bh_interrupted)
 			return 0;
@@ -545,7 +540,7 @@ long bh_source_poll(lua_State *L, int idx, int hidx, int timeout_ms, const char 
 		n += dispatch(L, set, 0, POLL_BUDGET - n, &stop);
 		if (n || stop || bh_interrupted)
 			break;
-		ms = ms_until(end);
+		ms = bh_ms_left(end);
 		if (!ms)
 			break;
 		r = bh_epoll_wait(s->ops->fd(s), &ev, 1, ms);
@@ -590,7 +585,7 @@ static int l_poll(lua_State *L)
 		}
 	}
 	for (;;) {
-		int ms = found ? 0 : ms_until(end);
+		int ms = found ? 0 : bh_ms_left(end);
 
 		r = bh_epoll_wait(set->epfd, ev, set->n ? set->n : 1, ms);
 		if (r == -2)
@@ -599,7 +594,7 @@ static int l_poll(lua_State *L)
 			bh_raise_interrupted(L, "poll");
 		for (i = 0; i < r; i++)
 			ready[ev[i].data.u32] = 1;
-		if (r > 0 || found || !ms_until(end))
+		if (r > 0 || found || !bh_ms_left(end))
 			break;
 	}
 	lua_newtable(L); /* ready */
@@ -730,7 +725,7 @@ static int l_run(lua_State *L)
 		for (i = 0; i < set->n; i++)
 			if (due[i] < wake)
 				wake = due[i];
-		r = bh_epoll_wait(set->epfd, ev, set->n ? set->n : 1, ms_until(wake));
+		r = bh_epoll_wait(set->epfd, ev, set->n ? set->n : 1, bh_ms_left(wake));
 		if (r == -2)
 			bh_fail(L, "run", NULL, NULL, errno, NULL, NULL);
 		for (i = 0; i < r && !bh_interrupted; i++) {

@@ -34,12 +34,7 @@ static int is_pinned(const struct bh_prog *p)
 	return !p->parent;
 }
 
-/* The program's fd (< 0 when not loaded). */
-static int prog_fd(const struct bh_prog *p)
-{
-	return is_pinned(p) ? p->fd : bpf_program__fd(p->prog);
-}
-
+/* The program's fd: < 0 when not loaded, closed, or its object is. */
 int bh_prog_fd(const struct bh_prog *p)
 {
 	if (is_pinned(p))
@@ -747,7 +742,7 @@ static int prog_attach_xdp(lua_State *L)
 		luaL_error(L, "attach_xdp program '%s': a %s program is not an XDP program", p->name,
 			   libbpf_bpf_prog_type_str(prog_type(p)));
 	need_loaded(L, p, "attach_xdp");
-	pfd = prog_fd(p);
+	pfd = bh_prog_fd(p);
 	ifindex = check_ifindex(L, 2, "attach_xdp", "the interface");
 	if_indextoname((unsigned)ifindex, ifname);
 	link_tmpl(&t, p, "xdp", replace ? BH_LINK_XDP : BH_LINK_FD);
@@ -835,7 +830,7 @@ static int prog_attach_tc(lua_State *L)
 		luaL_error(L, "attach_tc program '%s': a %s program is not a tc (sched_cls) "
 			   "program", p->name, libbpf_bpf_prog_type_str(pt));
 	need_loaded(L, p, "attach_tc");
-	pfd = prog_fd(p);
+	pfd = bh_prog_fd(p);
 	ifindex = check_ifindex(L, lua_isnil(L, -2) ? -1 : -2, "attach_tc", "the interface");
 	lua_pop(L, 2);
 
@@ -938,7 +933,7 @@ static int prog_attach_cgroup(lua_State *L)
 		return push_link(L, p, link, "cgroup");
 	}
 	link_tmpl(&t, p, "cgroup", BH_LINK_FD);
-	t.fd = bpf_link_create(prog_fd(p), cfd, (enum bpf_attach_type)type, NULL);
+	t.fd = bpf_link_create(bh_prog_fd(p), cfd, (enum bpf_attach_type)type, NULL);
 	err = errno;
 	close(cfd);
 	if (t.fd < 0)
@@ -1235,7 +1230,7 @@ static int prog_test_run(lua_State *L)
 			    .ctx_size_out = ctx_out ? (uint32_t)clen : 0, .repeat = (int)rep,
 			    .flags = (uint32_t)flags, .cpu = cpu >= 0 ? (uint32_t)cpu : 0);
 
-		err = bpf_prog_test_run_opts(prog_fd(p), &o);
+		err = bpf_prog_test_run_opts(bh_prog_fd(p), &o);
 		if (err) {
 			const char *reason = NULL, *hint = NULL;
 

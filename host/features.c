@@ -269,7 +269,7 @@ static void attach_kinds(int can_probe)
 	const char *tracefs = fs_at("/sys/kernel/tracing", TRACEFS_MAGIC_);
 	int btf = !access("/sys/kernel/btf/vmlinux", R_OK);
 	/* the PMU, or tracefs's probe files: what bpfhost's attach needs (prog.c) */
-	int kprobe_pmu = !access("/sys/bus/event_source/devices/kprobe/type", R_OK) ||
+	int kprobe_any = !access("/sys/bus/event_source/devices/kprobe/type", R_OK) ||
 			 (tracefs && !access("/sys/kernel/tracing/kprobe_events", F_OK));
 	int uprobe_pmu = !access("/sys/bus/event_source/devices/uprobe/type", R_OK);
 	int uprobe_any = uprobe_pmu || (tracefs && !access("/sys/kernel/tracing/uprobe_events", F_OK));
@@ -301,7 +301,7 @@ static void attach_kinds(int can_probe)
 	} k[] = {
 		{ "tracepoint", prog_ok(BPF_PROG_TYPE_TRACEPOINT), "no tracepoint programs" },
 		{ "raw_tp", prog_ok(BPF_PROG_TYPE_RAW_TRACEPOINT), "no raw_tracepoint programs" },
-		{ "kprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && kprobe_pmu,
+		{ "kprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && kprobe_any,
 		  "no kprobe support (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS)" },
 		{ "uprobe", prog_ok(BPF_PROG_TYPE_KPROBE) && uprobe_any,
 		  "no uprobe PMU (CONFIG_UPROBE_EVENTS)" },

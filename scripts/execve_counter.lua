@@ -8,19 +8,8 @@ if not every or every ~= every or every <= 0 or every == math.huge then
   os.exit(2)
 end
 
--- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
--- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/
--- (installed: share/bpfhost/scripts and share/bpfhost/bpf).
-local function object(name)
-  local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
-  local dir = os.getenv("BPFHOST_OBJ_DIR")
-  if not dir then
-    dir = (os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf"
-    local f = io.open(dir .. "/" .. name)
-    if f then f:close() else dir = here .. "/bpf" end
-  end
-  return dir .. "/" .. name
-end
+-- Its BPF object: where scripts/find_object.lua says.
+local object = dofile(((arg and arg[0] or ""):match("^(.*)/") or ".") .. "/find_object.lua")
 
 local obj = bpf.load(object("execve_counter.bpf.o"))
 local counts = obj:get_map("execve_counter")

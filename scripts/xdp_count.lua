@@ -20,19 +20,8 @@ if not seconds or seconds ~= seconds or seconds <= 0 or seconds == math.huge the
 end
 if arg[3] and not drop then usage("the third argument can only be 'drop'") end
 
--- Its BPF object: in $BPFHOST_OBJ_DIR, else in the build beside scripts/ (the
--- source tree; $BPFHOST_BUILD names another), else in bpf/ beside scripts/
--- (installed: share/bpfhost/scripts and share/bpfhost/bpf).
-local function object(name)
-  local here = (arg and arg[0] or ""):match("^(.*)/scripts/[^/]*$") or "."
-  local dir = os.getenv("BPFHOST_OBJ_DIR")
-  if not dir then
-    dir = (os.getenv("BPFHOST_BUILD") or (here .. "/build")) .. "/bpf"
-    local f = io.open(dir .. "/" .. name)
-    if f then f:close() else dir = here .. "/bpf" end
-  end
-  return dir .. "/" .. name
-end
+-- Its BPF object: where scripts/find_object.lua says.
+local object = dofile(((arg and arg[0] or ""):match("^(.*)/") or ".") .. "/find_object.lua")
 
 local pid = io.open("/proc/self/stat"):read("*l"):match("^%d+")
 local ns, host_if, peer_if = "bhx" .. pid, "bhxh" .. pid, "bhxp" .. pid

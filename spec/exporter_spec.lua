@@ -18,12 +18,6 @@ local function slurp(path)
   return s
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
 -- A port nobody listens on now: bind port 0, read it, release it.
 local function free_port()
   local ex = bpf.exporter{listen = "127.0.0.1:0"}
@@ -179,7 +173,7 @@ end
 -- promtool's verdict on an exposition: status and output.
 local function promtool(text)
   local f = tmp .. "/exposition.txt"
-  write(f, text)
+  h.write_file(f, text)
   return h.sh("promtool check metrics < " .. f .. " 2>&1")
 end
 
@@ -718,7 +712,7 @@ describe("exporter", function()
       local execs = obj:get_map("execs")
       execs:update({uid = 0, comm = "x"}, 1)
       ex:counter("x_total", execs, { labels = { "comm" } })
-      write(tmp .. "/big.hdr", "X-Big: " .. ("a"):rep(100000) .. "\n")
+      h.write_file(tmp .. "/big.hdr", "X-Big: " .. ("a"):rep(100000) .. "\n")
       local r = get(ex, "/metrics", "-H @" .. tmp .. "/big.hdr")
       assert.equal(431, r.status)
       r = get(ex, "/" .. ("a"):rep(70000), "--path-as-is")
@@ -869,7 +863,7 @@ describe("exporter", function()
         lat = tonumber(line:match("syscall_lat (%d+)")),
         sum = tonumber(line:match("syscall_lat_sum (%d+)")),
       }
-      write(dir .. "/prometheus.yml", ([[
+      h.write_file(dir .. "/prometheus.yml", ([[
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -916,7 +910,7 @@ scrape_configs:
       execs:close()
 
       -- the latency histogram of the helper, whose numbers stop once it waits again
-      write(dir .. "/go", "go\n")
+      h.write_file(dir .. "/go", "go\n")
       local lat, sum = bpf.map_by_id(ids.lat), bpf.map_by_id(ids.sum)
       local write_nr = tonumber(h.sh("echo '#include <asm/unistd.h>' | cc -E -dM - | awk '$2 == \"__NR_write\" { print $3 }'"):match("%d+"))
       local function map_counts()

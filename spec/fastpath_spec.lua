@@ -23,17 +23,7 @@ local OBJ, BENCH_OBJ = h.obj("test_codec"), h.obj("bench_codec")
 local SEED = tonumber(os.getenv("BPFHOST_SEED") or "") or os.time() % 1000000
 local CASES = tonumber(os.getenv("BPFHOST_CASES") or "") or 400
 
-local function possible_cpus()
-  local f = assert(io.open("/sys/devices/system/cpu/possible"))
-  local s = f:read("*l")
-  f:close()
-  local n = 0
-  for a, b in s:gmatch("(%d+)%-?(%d*)") do
-    n = n + (b ~= "" and tonumber(b) - tonumber(a) + 1 or 1)
-  end
-  return n
-end
-local NCPU = possible_cpus()
+local NCPU = h.possible_cpus()
 
 -- -- Randomness, equality, junk --------------------------------------------
 

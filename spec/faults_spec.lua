@@ -15,12 +15,6 @@ local function read(path)
   return s
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
 -- Ids of every BPF link the kernel holds whose program is one of prog_ids
 -- (bpftool by ids: perf links show only their program id).
 local function links_of(prog_ids)
@@ -152,7 +146,7 @@ describe("faults", function()
 
       it("the module without CAP_BPF: error objects with a privilege hint", function()
         local script = ("/tmp/bhfaults-%d.lua"):format(h.pid())
-        write(script, ([[
+        h.write_file(script, ([[
           package.cpath = %q .. "/lib/?.so;" .. package.cpath
           local bpf = require "bpfhost"
           local ok, e = pcall(bpf.map_create, {type = "hash", key = "u32", value = "u32", max_entries = 4})
@@ -183,7 +177,7 @@ describe("faults", function()
           {"", "not a valid BPF object file"},
           {("garbage\n"):rep(100), "not a valid BPF object file"},
         } do
-          write(path, case[1])
+          h.write_file(path, case[1])
           local err = h.raises(bpf.open, path)
           assert.equal("table", type(err))
           assert.matches("^open object '" .. path:gsub("%p", "%%%0") .. "': " .. case[2], err.message)
@@ -206,7 +200,7 @@ describe("faults", function()
           assert.matches("^open object 'mem': not a valid BPF object file: %.BTF: type %d+ refers to a " ..
             "type or name that does not exist %(EINVAL%)$", err.message)
           local path = ("/tmp/bhfaults-btf-%d.bpf.o"):format(h.pid())
-          write(path, bytes)
+          h.write_file(path, bytes)
           err = h.raises(bpf.open, path)
           os.remove(path)
           assert.equal("EINVAL", err.code)

@@ -9,16 +9,6 @@ local h = require "helper"
 local r = require "ringhelp"
 local bpf = require "bpfhost"
 
-local function possible_cpus()
-  local f = assert(io.open("/sys/devices/system/cpu/possible"))
-  local s = f:read("l")
-  f:close()
-  local n = 0
-  for a, b in s:gmatch("(%d+)%-?(%d*)") do
-    n = n + (b ~= "" and tonumber(b) - tonumber(a) + 1 or 1)
-  end
-  return n
-end
 
 -- eventpoll fds this process holds (bpf.poll, bpf.run and every wait make one)
 local function epoll_fds()
@@ -157,7 +147,7 @@ describe("lua 5.4", function()
     end)
 
     it("per-CPU values and bpf.sum stay integers", function()
-      local m, n = o:get_map("pc_u64"), possible_cpus()
+      local m, n = o:get_map("pc_u64"), h.possible_cpus()
       assert.is_true(m:update(1, 1 << 40))
       local v = m:lookup(1)
       assert.equal(n, #v)

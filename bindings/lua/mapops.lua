@@ -270,6 +270,14 @@ return function(methods, map_size, magic)
   local c_update_batch = methods.update_batch
   local c_key_type, c_value_type = methods.key_type, methods.value_type
 
+  -- The key buffer of a GEN map holding k (state st): integer keys in their
+  -- int code's buffer, others through the generated encoder; nil when k is
+  -- not a plain fit.
+  local function gen_key(h, st, k)
+    if band(h.fast, 0xff) ~= 0 then return key_of(h, k) end
+    return st.key(k)
+  end
+
   -- The state of the GEN map m (payload h, metatable mt), or nil when it
   -- has no usable generated codecs.
   local function state(m, h, mt)
@@ -362,8 +370,7 @@ return function(methods, map_size, magic)
     if not h or band(h.fast, GEN) == 0 then return false end
     local st = state(m, h, mt)
     if not st or not st.into then return false end
-    local kb
-    if band(h.fast, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+    local kb = gen_key(h, st, k)
     if not kb then return false end
     if lib.bpf_map_lookup_elem(h.fd, kb, st.vbuf) == 0 then return st.into(into) end
     if errno() == ENOENT then return nil end
@@ -388,8 +395,7 @@ return function(methods, map_size, magic)
         else
           local st = state(m, h, mt)
           if st then
-            local kb
-            if band(f, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+            local kb = gen_key(h, st, k)
             if kb then
               if lib.bpf_map_lookup_elem(h.fd, kb, st.vbuf) == 0 then return st.get() end
               if errno() == ENOENT then return nil end
@@ -419,8 +425,7 @@ return function(methods, map_size, magic)
           -- the value first: key_of's buffer is shared by every map, so it
           -- is written just before the call, with nothing run in between
           if put and put(v) then
-            local kb
-            if band(f, 0xff) ~= 0 then kb = key_of(h, k) else kb = st.key(k) end
+            local kb = gen_key(h, st, k)
             if kb and lib.bpf_map_update_elem(h.fd, kb, st.vbuf, 0) == 0 then return true end
           end
         end

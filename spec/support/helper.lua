@@ -67,6 +67,25 @@ function h.tmp_bpffs()
   return dir, function() h.sh("rm -rf " .. dir) end
 end
 
+-- Write s to the file at path (made or truncated).
+function h.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- The number of possible CPUs (per-CPU values have one element each).
+function h.possible_cpus()
+  local f = assert(io.open("/sys/devices/system/cpu/possible"))
+  local s = f:read("*l")
+  f:close()
+  local n = 0
+  for a, b in s:gmatch("(%d+)%-?(%d*)") do
+    n = n + (b ~= "" and tonumber(b) - tonumber(a) + 1 or 1)
+  end
+  return n
+end
+
 -- This process's pid (the tgid BPF programs see).
 function h.pid()
   local f = assert(io.open("/proc/self/stat"))
