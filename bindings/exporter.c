@@ -322,8 +322,6 @@ static void answer_pending(struct bh_exporter *ex, struct body *b, unsigned stat
 	}
 }
 
-/* Message handler of the render: tracebacks for string errors; error objects as they are. */
-
 /* The render thread of the exporter at exidx (uv.render_co), pushed. */
 static lua_State *render_thread(lua_State *L, int exidx)
 {
@@ -346,6 +344,15 @@ static void set_render_thread(lua_State *L, int exidx, int idx)
 	lua_pop(L, 1);
 }
 
+/* uv.render_co = nil: the thread goes to the collector. The stack is left as it is. */
+static void clear_render_thread(lua_State *L, int exidx)
+{
+	bh_getuv(L, exidx);
+	lua_pushnil(L);
+	lua_setfield(L, -2, "render_co");
+	lua_pop(L, 1);
+}
+
 /*
  * Render for the pending requests, one slice at a time. The exporter is at
  * exidx. The render (ex:_render_paced, Lua) runs in a thread of its own and
@@ -359,7 +366,7 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 {
 	struct body *b;
 	double t0 = bh_mono_now(), took;
-	int top = lua_gettop(L), status, nargs = 0;
+	int top = lua_gettop(L), base, status, nargs = 0, traced = 0;
 	lua_State *co;
 
 	if (!ex->rendering) {
@@ -370,10 +377,8 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		co = lua_newthread(L);
 		set_render_thread(L, exidx, -1);
 		lua_getfield(L, exidx, "_render_paced");
-		lua_pushvalue(L, exidx);
-		lua_pushnumber(L, ex->slice);
-		lua_xmove(L, co, 3);
-		nargs = 2;
+		lua_xmove(L, co, 1);
+		nargs = 2; /* ex, slice */
 		ex->rendering = 1;
 		ex->render_started = t0;
 	} else {
@@ -384,16 +389,33 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 			return 0;
 		}
 	}
-	ex->busy++;
-#if LUA_VERSION_NUM >= 504
-	{
-		int nres;
-
-		status = lua_resume(co, L, nargs, &nres);
+	/*
+	 * Resumed through coroutine.resume (ex:_resume), not lua_resume: with
+	 * LuaJIT 2.1-beta3's JIT on, a render that raised an error left through
+	 * lua_resume crashed the VM now and then (the exporter spec: most runs of
+	 * that test alone). Its results go back onto co, where the code below
+	 * reads them: what render returned, or (false) the error it died of.
+	 */
+	base = lua_gettop(L);
+	lua_getfield(L, exidx, "_resume");
+	lua_pushthread(co);
+	lua_xmove(co, L, 1);
+	if (nargs) {
+		lua_pushvalue(L, exidx);
+		lua_pushnumber(L, ex->slice);
 	}
-#else
-	status = lua_resume(co, nargs);
-#endif
+	ex->busy++;
+	if (lua_pcall(L, 1 + nargs, LUA_MULTRET, 0)) {
+		lua_xmove(L, co, 1); /* resume itself failed: its message */
+		status = -1;
+	} else if (lua_status(co) == LUA_YIELD) {
+		status = LUA_YIELD;
+	} else {
+		int n = lua_gettop(L) - base;
+
+		status = lua_toboolean(L, base + 1) ? 0 : -1;
+		lua_xmove(L, co, n - 1);
+	}
 	ex->busy--;
 	took = bh_mono_now() - t0;
 	if (took > ex->max_slice)
@@ -403,11 +425,18 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		lua_settop(L, top);
 		return 0;
 	}
+	/*
+	 * uv.render_co keeps co (and the strings on its stack: msg below) alive
+	 * until the render's result is read: cleared at the end, not before, or a
+	 * collection while the traceback or the body is made frees the thread.
+	 */
 	ex->rendering = 0;
-	lua_pushnil(L);
-	set_render_thread(L, exidx, -1);
 	lua_settop(L, top);
-	if (status == 0 && lua_type(co, -1) != LUA_TSTRING) {
+	/* the render's results: true and the text, or false and the error with its traceback */
+	if (status == 0 && !lua_toboolean(co, 1)) {
+		traced = 1;
+		status = -1;
+	} else if (status == 0 && lua_type(co, -1) != LUA_TSTRING) {
 		lua_pushfstring(co, "exporter: render gave a %s, not a string", luaL_typename(co, -1));
 		status = -1;
 	}
@@ -427,7 +456,12 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		answer_pending(ex, b, MHD_HTTP_INTERNAL_SERVER_ERROR, CT_TEXT);
 		body_unref(b);
 		/* the error with the render's own traceback, for whoever serves */
-		luaL_traceback(L, co, msg, 0);
+		if (traced)
+			lua_pushstring(L, msg);
+		else
+			luaL_traceback(L, co, msg, 0);
+		lua_settop(co, 0);
+		clear_render_thread(L, exidx);
 		return -1;
 	}
 	{
@@ -445,6 +479,7 @@ static int render_pending(lua_State *L, struct bh_exporter *ex, int exidx)
 		}
 	}
 	lua_settop(co, 0);
+	clear_render_thread(L, exidx);
 	ex->last_render = bh_mono_now() - ex->render_started;
 	return 0;
 }
