@@ -146,15 +146,17 @@ describe("faults", function()
 
       it("the module without CAP_BPF: error objects with a privilege hint", function()
         local script = ("/tmp/bhfaults-%d.lua"):format(h.pid())
+        local cpath, objs, rm = h.nobody_copies("test_maps")
+        finally(rm)
         h.write_file(script, ([[
-          package.cpath = %q .. "/lib/?.so;" .. package.cpath
+          package.cpath = %q .. ";" .. package.cpath
           local bpf = require "bpfhost"
           local ok, e = pcall(bpf.map_create, {type = "hash", key = "u32", value = "u32", max_entries = 4})
           print(ok, e.code, e.hint)
           local o = bpf.open(%q)
           ok, e = pcall(o.load, o)
           print(ok, e.code, e.hint)
-          print(o:close())]]):format(h.build, h.obj("test_maps")))
+          print(o:close())]]):format(cpath, objs.test_maps))
         local out = h.sh("cd /tmp && " .. drop .. "luajit " .. script .. " 2>&1")
         os.remove(script)
         local lines = {}

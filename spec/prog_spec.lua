@@ -544,11 +544,13 @@ describe("load failures", function()
     end)
 
     it("without CAP_BPF, or without CAP_PERFMON for a tracing program, the hint says which is missing", function()
+      local cpath, objs, rm = h.nobody_copies("test_prog")
+      finally(rm)
       local code = ([[package.cpath = %q .. package.cpath
         local bpf = require "bpfhost"
         local o = bpf.open(%q)
         local ok, e = pcall(o.load, o)
-        io.write(e.code, "\n", e.hint, "\n")]]):format(h.build .. "/lib/?.so;", h.obj("test_prog"))
+        io.write(e.code, "\n", e.hint, "\n")]]):format(cpath .. ";", objs.test_prog)
       local f = assert(io.open(("/tmp/bh-progspec-%d.lua"):format(h.pid()), "w"))
       f:write(code)
       f:close()

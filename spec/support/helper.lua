@@ -74,6 +74,22 @@ function h.write_file(path, s)
   f:close()
 end
 
+-- Copies of the module and of the named BPF objects where an unprivileged
+-- user (the specs drop to uid 65534) can read them even when the checkout
+-- is not (a clone in a mktemp -d directory is 0700): the module's cpath
+-- entry, the objects' paths by name, and a function that removes them.
+function h.nobody_copies(...)
+  local dir = ("/tmp/bh-nobody-%d-%d"):format(h.pid(), math.random(1, 1e9))
+  local objs = {}
+  local cmd = ("mkdir -m 0755 %s && cp %s/lib/bpfhost.so %s/"):format(dir, h.build, dir)
+  for _, name in ipairs{...} do
+    objs[name] = dir .. "/" .. name .. ".bpf.o"
+    cmd = cmd .. (" && cp %s %s"):format(h.obj(name), objs[name])
+  end
+  assert(select(2, h.sh(cmd .. " && chmod -R a+rX " .. dir)) == 0, "could not copy to " .. dir)
+  return dir .. "/?.so", objs, function() h.sh("rm -rf " .. dir) end
+end
+
 -- The number of possible CPUs (per-CPU values have one element each).
 function h.possible_cpus()
   local f = assert(io.open("/sys/devices/system/cpu/possible"))
