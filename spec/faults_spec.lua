@@ -146,7 +146,7 @@ describe("faults", function()
 
       it("the module without CAP_BPF: error objects with a privilege hint", function()
         local script = ("/tmp/bhfaults-%d.lua"):format(h.pid())
-        local cpath, objs, rm = h.nobody_copies("test_maps")
+        local cpath, objs, rm, luajit = h.nobody_copies("test_maps")
         finally(rm)
         h.write_file(script, ([[
           package.cpath = %q .. ";" .. package.cpath
@@ -157,7 +157,7 @@ describe("faults", function()
           ok, e = pcall(o.load, o)
           print(ok, e.code, e.hint)
           print(o:close())]]):format(cpath, objs.test_maps))
-        local out = h.sh("cd /tmp && " .. drop .. "luajit " .. script .. " 2>&1")
+        local out = h.sh("cd /tmp && " .. drop .. luajit .. " " .. script .. " 2>&1")
         os.remove(script)
         local lines = {}
         for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end

@@ -77,17 +77,23 @@ end
 -- Copies of the module and of the named BPF objects where an unprivileged
 -- user (the specs drop to uid 65534) can read them even when the checkout
 -- is not (a clone in a mktemp -d directory is 0700): the module's cpath
--- entry, the objects' paths by name, and a function that removes them.
+-- entry, the objects' paths by name, a function that removes them, and the
+-- luajit to run (make check's wrapper lives in the build: copied too).
 function h.nobody_copies(...)
   local dir = ("/tmp/bh-nobody-%d-%d"):format(h.pid(), math.random(1, 1e9))
-  local objs = {}
+  local objs, luajit = {}, "luajit"
   local cmd = ("mkdir -m 0755 %s && cp %s/lib/bpfhost.so %s/"):format(dir, h.build, dir)
   for _, name in ipairs{...} do
     objs[name] = dir .. "/" .. name .. ".bpf.o"
     cmd = cmd .. (" && cp %s %s"):format(h.obj(name), objs[name])
   end
+  local lj = h.sh("command -v luajit"):gsub("%s+$", "")
+  if lj:sub(1, #h.build + 1) == h.build .. "/" then
+    luajit = dir .. "/luajit"
+    cmd = cmd .. (" && cp %s %s"):format(lj, luajit)
+  end
   assert(select(2, h.sh(cmd .. " && chmod -R a+rX " .. dir)) == 0, "could not copy to " .. dir)
-  return dir .. "/?.so", objs, function() h.sh("rm -rf " .. dir) end
+  return dir .. "/?.so", objs, function() h.sh("rm -rf " .. dir) end, luajit
 end
 
 -- The number of possible CPUs (per-CPU values have one element each).
