@@ -355,6 +355,7 @@ BH_LOCAL void bh_ringbuf_init(lua_State *L);
 BH_LOCAL void bh_perfbuf_init(lua_State *L);
 BH_LOCAL void bh_lualib_init(lua_State *L);
 BH_LOCAL void bh_sys_init(lua_State *L);
+BH_LOCAL void bh_gc_init(lua_State *L);
 BH_LOCAL void bh_mmap_init(lua_State *L);
 /*
  * A program handle for a program fd that belongs to no object (pinned, by

@@ -249,6 +249,7 @@ int luaopen_bpfhost(lua_State *L)
 	bh_ringbuf_init(L);
 	bh_perfbuf_init(L);
 	bh_sys_init(L);
+	bh_gc_init(L);
 	bh_lualib_init(L); /* last: Lua parts see the whole module */
 	return 1;
 }

@@ -14,6 +14,10 @@
 #include "bh.h"
 #include "host.h"
 
+/* bytes of garbage the collector may let pile up past the live heap: Go's
+ * minimum heap target (see bindings/gc.c); bpf.gc_floor(0) turns it off */
+#define HOST_GC_FLOOR (4 << 20)
+
 static const char *progname = "bpfhost";
 
 static void usage(FILE *f)
@@ -290,6 +294,10 @@ static void open_bpfhost(lua_State *L)
 	lua_getglobal(L, "require");
 	lua_pushliteral(L, "bpfhost");
 	lua_call(L, 1, 1);
+	/* the host's VM: a floor under the GC's headroom (bindings/gc.c) */
+	lua_getfield(L, -1, "gc_floor");
+	lua_pushnumber(L, HOST_GC_FLOOR);
+	lua_call(L, 1, 0);
 	lua_setglobal(L, "bpf");
 	/* the host's only other global; the module adds none */
 	lua_pushcfunction(L, l_help);

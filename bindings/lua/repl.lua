@@ -331,6 +331,7 @@ local docs = {
   ["bpf.pp"] = { "(v [, opts])", "pretty-prints v (what the REPL shows); opts: width, rows, depth, items" },
   ["bpf.debug"] = { "(on)", "libbpf's own messages to stderr (as bpfhost -d)" },
   ["bpf.libbpf_version"] = { "()", "the libbpf version string" },
+  ["bpf.gc_floor"] = { "([bytes])", "the GC floor (the host's is 4 MiB); sets it with bytes, 0 turns it off" },
 
   ["obj:load"] = { "()", "loads every program and map; returns obj" },
   ["obj:attach"] = { "()", "attaches every program by its SEC(); returns {name = link}" },

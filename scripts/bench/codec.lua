@@ -195,12 +195,67 @@ local function add(op, make, shape, what, max)
       -- lookup's {into = t}: the struct's fields set in one table, reused
       fns.into and shape ~= "u64" and {"into", fns.into} or nil},
     target = max and {a = "typed", b = "bytes", max = max} or nil,
+    -- slices long enough to hold collector cycles (one per ~9000 struct
+    -- lookups under the host's GC floor): the median slice of a shorter one
+    -- would be one the collector never ran in
+    n = 20000, rounds = 15,
   }
 end
 add("lookup", lookups, "u64", "u64 (hash u32 -> u64)", 1.10)
 add("lookup", lookups, "flow", "64-byte struct (hash u32 -> struct)", 1.25)
 add("lookup", lookups, "flow64", "64-byte struct, 2 fields beyond 2^53")
 add("lookup", lookups, "percpu", ("per-CPU 24-byte struct x %d CPUs"):format(NCPU))
+
+-- The host's GC floor (bindings/gc.c) against none, on the lookup that
+-- makes the most garbage: a new 12-field table per call. Each contender
+-- runs in slices long enough for many collector cycles (one every ~500
+-- lookups without the floor), each slice after a full collection with its
+-- floor set, in rotating order; untimed, a pass of each samples the Lua
+-- heap every 100 lookups for its peak: what the floor costs in memory.
+local FLOOR_SLICE, FLOOR_ROUNDS = 20000, 15
+local function floor_run(c, floor, n, sample)
+  bpf.gc_floor(floor)
+  collectgarbage() -- untimed: each slice starts a cycle under its own floor
+  local m, peak = c.m, 0
+  local t0 = os.clock()
+  if sample then
+    for i = 1, n do
+      c.last = m:lookup(i % N)
+      if i % 100 == 0 then peak = math.max(peak, collectgarbage("count")) end
+    end
+    return peak
+  end
+  for i = 1, n do c.last = m:lookup(i % N) end
+  return (os.clock() - t0) / n * 1e6
+end
+cases[#cases + 1] = {
+  name = "lookup 64-byte struct: GC floor 4 MiB vs none",
+  measure = function()
+    local c = setup("flow")()
+    local host = bpf.gc_floor()
+    local floors = {{"no floor", 0}, {"floor 4 MiB", 4 * 2 ^ 20}}
+    local times = {{}, {}}
+    for _, f in ipairs(floors) do floor_run(c, f[2], FLOOR_SLICE) end -- warm up
+    for r = 1, FLOOR_ROUNDS do
+      for j = 0, 1 do
+        local i = (r + j) % 2 + 1
+        times[i][r] = floor_run(c, floors[i][2], FLOOR_SLICE)
+      end
+    end
+    local peaks = {}
+    for i, f in ipairs(floors) do peaks[i] = floor_run(c, f[2], FLOOR_SLICE, true) end
+    bpf.gc_floor(host)
+    teardown(c)
+    local function median(t)
+      table.sort(t)
+      return t[math.floor((#t + 1) / 2)]
+    end
+    return {unit = "us/op", base = {"no floor", median(times[1])},
+      run = {"floor 4 MiB", median(times[2])},
+      note = ("peak Lua heap %.0f KiB without the floor, %.0f KiB with it"):format(peaks[1], peaks[2])}
+  end,
+}
+
 add("update", updates, "u64", "u64 (hash u32 -> u64)")
 add("update", updates, "flow", "64-byte struct (hash u32 -> struct)")
 add("update", updates, "flow64", "64-byte struct, 2 fields beyond 2^53")
