@@ -34,10 +34,10 @@
 #define GC_FLOOR_MAX ((lua_Number)(1 << 30))
 
 struct gc_state {
-	size_t floor;      /* bytes; 0: off */
-	unsigned gen;      /* of the sentinel that may apply it */
-	int base_pause;    /* the script's pause, restored when the floor goes */
-	int set_pause;     /* the pause this file set last */
+	size_t floor;	/* bytes; 0: off */
+	unsigned gen;	/* of the sentinel that may apply it */
+	int base_pause; /* the script's pause, restored when the floor goes */
+	int set_pause;	/* the pause this file set last */
 	int closing;
 };
 
@@ -144,11 +144,13 @@ static int l_gc_floor(lua_State *L)
 		return 1;
 	}
 	if (lua_type(L, 1) != LUA_TNUMBER)
-		return luaL_error(L, "gc_floor: bytes must be a number (0 turns the floor off), got %s",
-				  luaL_typename(L, 1));
+		return luaL_error(
+			L, "gc_floor: bytes must be a number (0 turns the floor off), got %s",
+			luaL_typename(L, 1));
 	n = lua_tonumber(L, 1);
 	if (!(n >= 0 && n <= GC_FLOOR_MAX) || n != (lua_Number)(size_t)n)
-		return luaL_error(L, "gc_floor: bytes must be an integer from 0 to %d (1 GiB), got %s",
+		return luaL_error(L,
+				  "gc_floor: bytes must be an integer from 0 to %d (1 GiB), got %s",
 				  1 << 30, lua_tostring(L, 1));
 	st->gen++;
 	if (!old)
@@ -166,7 +168,8 @@ static int l_gc_floor(lua_State *L)
 	lua_pushnumber(L, (lua_Number)old);
 	return 1;
 #else
-	return luaL_error(L, "gc_floor: needs LuaJIT (Lua %d.%d runs no lua_gc from a finalizer); "
+	return luaL_error(L,
+			  "gc_floor: needs LuaJIT (Lua %d.%d runs no lua_gc from a finalizer); "
 			  "collectgarbage(\"generational\") serves short-lived garbage there",
 			  LUA_VERSION_NUM / 100, LUA_VERSION_NUM % 100);
 #endif
@@ -183,7 +186,7 @@ void bh_gc_init(lua_State *L)
 		lua_setfield(L, -2, "__gc");
 		lua_pop(L, 1);
 		st = lua_newuserdata(L, sizeof(*st));
-		*st = (struct gc_state){ 0 };
+		*st = (struct gc_state){0};
 		lua_newtable(L);
 		lua_pushcfunction(L, state_gc);
 		lua_setfield(L, -2, "__gc");

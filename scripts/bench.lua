@@ -17,7 +17,9 @@
 --   baseline   {label, fn}: the reference, fn(ctx, n) does n operations
 --   run        {label, fn}: the code measured, the same n operations
 --   also       optional list of {label, fn}: more contenders, same rounds
---   n          operations per slice (default 2000): keep a slice near 1-5 ms
+--   n          operations per slice (default 2000): keep a slice near 1-5 ms,
+--              and long enough to hold the collector cycles the contenders'
+--              garbage causes (else the median is a slice without one)
 --   rounds     slices per contender (default 40; BENCH_ROUNDS overrides)
 --   target     optional {a = label, b = label, max = 1.10} (or min = ...):
 --              the ratio time(a) / time(b) the case aims at
