@@ -2902,8 +2902,9 @@ static int type_codegen(lua_State *L)
  * the Type's name as a typedef when it is one: u32, __u64), _Bool, enums,
  * floats, char[N], unsigned char[N], arrays, structs and unions with their
  * bitfields. What a plan cannot say faithfully gives -1, and the map is made
- * without BTF (as before): raw bytes and structs holding anonymous unions (the plan flattens them; the union
- * would be lost, and with it encode's one-member rule for other readers).
+ * without BTF (as before): raw bytes, and structs holding anonymous unions
+ * (the plan flattens them; the union would be lost, and with it encode's
+ * one-member rule for other readers).
  */
 struct btfgen {
 	struct btf *btf;

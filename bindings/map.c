@@ -2788,11 +2788,6 @@ static const char *const create_opts[] = { "type", "key", "value", "max_entries"
 					    "inner_map", "map_extra", "numa_node", NULL };
 
 /*
- * bpf.map_create{type =, key =, value =, max_entries =, name =, flags =,
- * inner_map =, map_extra =, numa_node =}: a map outside any object, closed
- * with its handle.
- */
-/*
  * The map with BTF written from its Types (slots 3 and 4: bh_type_to_btf),
  * so that other readers see it typed: its fd, or -1 when the Types have no
  * faithful BTF or the kernel takes the map only without it (then it is made
@@ -2804,7 +2799,6 @@ static int create_typed(lua_State *L, int type, const char *name, uint32_t ksize
 {
 	struct btf *btf;
 	int kid, vid, fd = -1;
-
 	int array = type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
 
 	/* maps without keys (queue, stack, bloom_filter) take no BTF */
@@ -2816,8 +2810,8 @@ static int create_typed(lua_State *L, int type, const char *name, uint32_t ksize
 	vid = bh_type_to_btf(btf, bh_type_check(L, 4));
 	if (ktyped)
 		kid = bh_type_to_btf(btf, bh_type_check(L, 3));
-	else /* an array's u32 index, which it took without being told */
-		kid = btf__add_int(btf, "unsigned int", 4, 0);
+	else /* an array's u32 index: the one bh_type_to_btf gave the value's arrays */
+		kid = btf__find_by_name_kind(btf, "unsigned int", BTF_KIND_INT);
 	if (vid > 0 && kid > 0 && !btf__load_into_kernel(btf)) {
 		o->btf_fd = (uint32_t)btf__fd(btf);
 		o->btf_key_type_id = (uint32_t)kid;
@@ -2829,6 +2823,11 @@ static int create_typed(lua_State *L, int type, const char *name, uint32_t ksize
 	return fd;
 }
 
+/*
+ * bpf.map_create{type =, key =, value =, max_entries =, name =, flags =,
+ * inner_map =, map_extra =, numa_node =}: a map outside any object, closed
+ * with its handle.
+ */
 static int l_map_create(lua_State *L)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, o);

@@ -104,6 +104,15 @@ static struct bh_prog *prog_check_obj(lua_State *L, int idx, const char *op)
 	return p;
 }
 
+/* prog_check_obj, then need_loaded: for what checks no argument first. */
+static struct bh_prog *prog_check_obj_loaded(lua_State *L, int idx, const char *op)
+{
+	struct bh_prog *p = prog_check_obj(L, idx, op);
+
+	need_loaded(L, p, op);
+	return p;
+}
+
 static struct bh_prog *prog_check_unloaded(lua_State *L, int idx, const char *op)
 {
 	struct bh_prog *p = prog_check_op(L, idx, op);
@@ -439,8 +448,7 @@ static int iter_needs_map(const struct bpf_program *prog)
 /* Attach by SEC(); pushes the link, or nil when the SEC names no target. */
 static int prog_attach_common(lua_State *L, int auto_only)
 {
-	struct bh_prog *p = prog_check_obj(L, 1, "attach");
-	need_loaded(L, p, "attach");
+	struct bh_prog *p = prog_check_obj_loaded(L, 1, "attach");
 	char kb[24];
 	const char *kind = sec_kind(p->prog, kb, sizeof(kb));
 	struct bpf_link *link;
@@ -487,8 +495,7 @@ static int prog_attach(lua_State *L)
 
 static int prog_attach_tracepoint(lua_State *L)
 {
-	struct bh_prog *p = prog_check_obj(L, 1, "attach_tracepoint");
-	need_loaded(L, p, "attach_tracepoint");
+	struct bh_prog *p = prog_check_obj_loaded(L, 1, "attach_tracepoint");
 	const char *cat = luaL_checkstring(L, 2);
 	const char *name = luaL_checkstring(L, 3);
 	struct bpf_link *link;
@@ -1414,7 +1421,6 @@ static int prog_close(lua_State *L)
 	lua_pushboolean(L, 1);
 	return 1;
 }
-
 
 /*
  * Push a handle for the program behind fd (owned from here on), opened from

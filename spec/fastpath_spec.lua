@@ -38,27 +38,7 @@ local function rng(seed)
   end
 end
 
--- Equal as decoded values: NaNs equal, zeros by sign, cdata by type and
--- value, tables key by key.
-local function same(a, b, depth)
-  depth = depth or 0
-  local ta = type(a)
-  if ta ~= type(b) then return false end
-  if ta == "number" then
-    if a ~= a then return b ~= b end
-    return a == b and (a ~= 0 or 1 / a == 1 / b)
-  end
-  if ta == "cdata" then return tostring(a) == tostring(b) end
-  if ta ~= "table" then return a == b end
-  if depth > 20 then return false end
-  for k, x in pairs(a) do
-    if not same(x, b[k], depth + 1) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
+local same = h.same_value
 
 -- A short rendering for failure messages.
 local function show(v, depth)

@@ -60,16 +60,7 @@ describe("maps from outside an object", function()
   end)
 
   context("#root kernel", function()
-    -- Equal as decoded values: NaNs equal, cdata by value, tables key by key.
-    local function same(a, b)
-      if type(a) ~= type(b) then return false end
-      if type(a) == "number" then return a == b or (a ~= a and b ~= b) end
-      if type(a) == "cdata" then return tostring(a) == tostring(b) end
-      if type(a) ~= "table" then return a == b end
-      for k, x in pairs(a) do if not same(x, b[k]) then return false end end
-      for k in pairs(b) do if a[k] == nil then return false end end
-      return true
-    end
+    local same = h.same_value
 
     it("map_create with Types gives the map BTF: another reader sees it typed, and decodes alike", function()
       local o = bpf.load(h.obj("test_codec"))

@@ -738,8 +738,8 @@ methods._resume = coroutine.resume
 -- objects by __tostring), with the render's traceback.
 local traceback = debug.traceback
 local function render_error(e)
-  local mt = type(e) ~= "string" and getmetatable(e)
   if type(e) ~= "string" then
+    local mt = getmetatable(e)
     e = mt and mt.__tostring and tostring(e) or "(error object)"
   end
   return traceback(e, 2)

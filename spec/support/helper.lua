@@ -96,6 +96,28 @@ function h.nobody_copies(...)
   return dir .. "/?.so", objs, function() h.sh("rm -rf " .. dir) end, luajit
 end
 
+-- Equal as decoded values: NaNs equal, zeros by sign, cdata by type and
+-- value, tables key by key.
+function h.same_value(a, b, depth)
+  depth = depth or 0
+  local ta = type(a)
+  if ta ~= type(b) then return false end
+  if ta == "number" then
+    if a ~= a then return b ~= b end
+    return a == b and (a ~= 0 or 1 / a == 1 / b)
+  end
+  if ta == "cdata" then return tostring(a) == tostring(b) end
+  if ta ~= "table" then return a == b end
+  if depth > 20 then return false end
+  for k, x in pairs(a) do
+    if not h.same_value(x, b[k], depth + 1) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
 -- The number of possible CPUs (per-CPU values have one element each).
 function h.possible_cpus()
   local f = assert(io.open("/sys/devices/system/cpu/possible"))
